@@ -1,0 +1,46 @@
+# Set-up and day-to-day commands. `make run` and `make test` work on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_STAMP := /var/tmp/.pyheadscale-apt-installed
+APT_PACKAGES := iproute2 sqlite3 postgresql postgresql-client
+
+.PHONY: venv run test test-fast bench lint apt clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# System packages the tests need (network namespaces, PostgreSQL for back-to-sqlite).
+apt: $(APT_STAMP)
+
+$(APT_STAMP):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi; \
+	fi
+	touch $(APT_STAMP)
+
+run: venv
+	$(BIN)/headscale serve --dev
+
+test: venv apt
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test-fast: venv
+	$(BIN)/pytest -q -p no:cacheprovider -m "not realclient and not slow"
+
+bench: venv
+	$(BIN)/python -m bench
+
+lint: venv
+	$(BIN)/ruff check app entrypoint tests bench
+	$(BIN)/hadolint Dockerfile
+
+clean:
+	rm -rf $(VENV) data .pytest_cache
