@@ -92,7 +92,7 @@ class Initiator:
     before the connection exists.
     """
 
-    __slots__ = ("_machine", "_ephemeral", "_state", "_initiation", "version", "handshake_hash")
+    __slots__ = ("_ephemeral", "_initiation", "_machine", "_state", "handshake_hash", "version")
     _state: SymmetricState | None
 
     def __init__(self, machine_private: bytes, server_public: bytes, version: int,

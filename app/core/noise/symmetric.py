@@ -72,7 +72,7 @@ def dh(private: X25519PrivateKey, public: bytes, what: str) -> bytes:
 class SymmetricState:
     """h (transcript hash), ck (chaining key) and the single-use handshake key k."""
 
-    __slots__ = ("h", "ck", "_k", "_split")
+    __slots__ = ("_k", "_split", "ck", "h")
 
     def __init__(self) -> None:
         self.h = _INITIAL_H

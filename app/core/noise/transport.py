@@ -42,7 +42,7 @@ def record_nonce(counter: int) -> bytes:
 class NoiseTransport:
     """Encrypts outgoing bytes into records and decrypts incoming records. Sans-I/O."""
 
-    __slots__ = ("_tx", "_rx", "_tx_n", "_rx_n", "_buf", "_tx_error", "_rx_error")
+    __slots__ = ("_buf", "_rx", "_rx_error", "_rx_n", "_tx", "_tx_error", "_tx_n")
 
     def __init__(self, send_key: bytes, receive_key: bytes, *, send_nonce: int = 0,
                  receive_nonce: int = 0) -> None:
