@@ -1,0 +1,4 @@
+-- pyheadscale-0001-baseline: marks a file as brought to headscale 0.29's layout by
+-- pyheadscale (fresh, or migrated from headscale 0.25-0.29). No schema change: the layout
+-- stays exactly headscale's, so headscale 0.29 can still open the file. headscale ignores
+-- migration ids it does not know.
