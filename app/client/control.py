@@ -1,0 +1,241 @@
+"""A control-protocol client built from our own core: /key, TS2021 Noise, HTTP/2, register,
+map streams. Used by the in-process tests and by the load generator in bench/; it plays the
+part of tailscaled's controlclient (PROTOCOL.md 9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+
+from app.core import keys
+from app.core.map.wire import FrameReader
+from app.core.noise import Initiator, NoiseTransport, reply_size, split_early_payload
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives import serialization
+
+
+def public_of(private: bytes) -> bytes:
+    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+
+
+async def fetch_key(host: str, port: int, version: int = 130) -> bytes:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(f"GET /key?v={version} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        data = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    if b" 200 " not in head.split(b"\r\n", 1)[0]:
+        raise RuntimeError(f"/key failed: {head[:80]!r}")
+    return keys.parse_key(json.loads(body)["publicKey"], keys.MACHINE_PUBLIC)
+
+
+class StreamState:
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.headers_ready = asyncio.Event()
+        self.data: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+
+class ControlClient:
+    def __init__(self, host: str, port: int, *, machine_private: bytes | None = None,
+                 node_private: bytes | None = None, disco_private: bytes | None = None,
+                 version: int = 130) -> None:
+        self.host, self.port, self.version = host, port, version
+        self.machine_private = machine_private or keys.new_private()
+        self.node_private = node_private or keys.new_private()
+        self.disco_private = disco_private or keys.new_private()
+        self.conn: h2.connection.H2Connection | None = None
+        self.transport: NoiseTransport | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.streams: dict[int, StreamState] = {}
+        self._reader_task: asyncio.Task | None = None
+        self.closed = asyncio.Event()
+        self.early: Any = None
+
+    @property
+    def machine_key(self) -> str:
+        return keys.format_key(public_of(self.machine_private), keys.MACHINE_PUBLIC)
+
+    @property
+    def node_key(self) -> str:
+        return keys.format_key(public_of(self.node_private), keys.NODE_PUBLIC)
+
+    @property
+    def disco_key(self) -> str:
+        return keys.format_key(public_of(self.disco_private), keys.DISCO_PUBLIC)
+
+    async def connect(self, server_public: bytes | None = None) -> None:
+        server_public = server_public or await fetch_key(self.host, self.port, self.version)
+        init = Initiator(self.machine_private, server_public, self.version, keys.new_private())
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        hs = base64.b64encode(init.initiation()).decode()
+        writer.write(
+            f"POST /ts2021 HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: tailscale-control-protocol\r\n"
+            f"Connection: upgrade\r\nX-Tailscale-Handshake: {hs}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            writer.close()
+            raise ConnectionError(f"upgrade refused: {head.split(b'\r\n', 1)[0]!r}")
+        hdr = await reader.readexactly(3)
+        rest = await reader.readexactly(reply_size(hdr) - 3)
+        self.transport = init.finish(hdr + rest)
+        self.writer = writer
+        cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        self.conn = h2.connection.H2Connection(config=cfg)
+        self.conn.local_settings = h2.settings.Settings(
+            client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 22})
+        self.conn.initiate_connection()
+        self.conn.increment_flow_control_window(1 << 22)
+        self._flush()
+        self._reader_task = asyncio.create_task(self._read_loop(reader))
+
+    def _flush(self) -> None:
+        assert self.conn is not None and self.transport is not None and self.writer is not None
+        data = self.conn.data_to_send()
+        if data:
+            self.writer.write(self.transport.encrypt(data))
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        assert self.conn is not None and self.transport is not None
+        pending_early = b""
+        early_done = False
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                for plain in self.transport.receive_data(data):
+                    if not early_done:
+                        pending_early += plain
+                        split = split_early_payload(pending_early)
+                        if split is None:
+                            continue
+                        self.early, plain = split
+                        early_done = True
+                    if not plain:
+                        continue
+                    for ev in self.conn.receive_data(plain):
+                        self._on_event(ev)
+                    self._flush()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.closed.set()
+            for s in self.streams.values():
+                s.headers_ready.set()
+                s.data.put_nowait(None)
+
+    def _on_event(self, ev: Any) -> None:
+        assert self.conn is not None
+        if isinstance(ev, h2.events.ResponseReceived):
+            s = self.streams.get(ev.stream_id)
+            if s is not None:
+                s.status = int(dict(ev.headers)[":status"])
+                s.headers_ready.set()
+        elif isinstance(ev, h2.events.DataReceived):
+            self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            s = self.streams.get(ev.stream_id)
+            if s is not None:
+                s.data.put_nowait(ev.data)
+        elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+            s = self.streams.get(ev.stream_id)
+            if s is not None:
+                s.headers_ready.set()
+                s.data.put_nowait(None)
+
+    async def _start(self, method: str, path: str, body: bytes) -> tuple[int, StreamState]:
+        assert self.conn is not None and self.writer is not None
+        sid = self.conn.get_next_available_stream_id()
+        st = self.streams[sid] = StreamState()
+        self.conn.send_headers(sid, [
+            (":method", method), (":path", path), (":scheme", "https"), (":authority", self.host),
+            ("content-type", "application/json"), ("ts-lb", self.node_key),
+        ], end_stream=not body)
+        if body:
+            self.conn.send_data(sid, body, end_stream=True)
+        self._flush()
+        await self.writer.drain()
+        await st.headers_ready.wait()
+        return sid, st
+
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        raw = json.dumps(body).encode() if body is not None else b""
+        sid, st = await self._start(method, path, raw)
+        chunks = []
+        while True:
+            c = await st.data.get()
+            if c is None:
+                break
+            chunks.append(c)
+        self.streams.pop(sid, None)
+        return st.status or 0, b"".join(chunks)
+
+    async def register(self, auth_key: str | None = None, **extra: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"Version": self.version, "NodeKey": self.node_key,
+                                "Hostinfo": extra.pop("hostinfo", {"Hostname": "pynode"})}
+        if auth_key:
+            body["Auth"] = {"AuthKey": auth_key}
+        body.update(extra)
+        status, data = await self.request("POST", "/machine/register", body)
+        if status != 200:
+            raise RuntimeError(f"register: http {status}: {data[:200]!r}")
+        return json.loads(data)
+
+    def map_request(self, **extra: Any) -> dict[str, Any]:
+        body = {"Version": self.version, "NodeKey": self.node_key, "DiscoKey": self.disco_key,
+                "Compress": "zstd", "KeepAlive": True}
+        body.update(extra)
+        return body
+
+    async def lite_update(self, **extra: Any) -> int:
+        status, _ = await self.request("POST", "/machine/map", self.map_request(Stream=False, OmitPeers=True, **extra))
+        return status
+
+    async def map_stream(self, **extra: Any) -> AsyncIterator[dict[str, Any]]:
+        body = json.dumps(self.map_request(Stream=True, **extra)).encode()
+        sid, st = await self._start("POST", "/machine/map", body)
+        if st.status != 200:
+            raise RuntimeError(f"map: http {st.status}")
+        frames = FrameReader()
+        try:
+            while True:
+                c = await st.data.get()
+                if c is None:
+                    return
+                for msg in frames.receive_data(c):
+                    yield msg
+        finally:
+            self.cancel_stream(sid)
+
+    def cancel_stream(self, sid: int) -> None:
+        if self.conn is None or self.closed.is_set():
+            return
+        try:
+            self.conn.reset_stream(sid)
+            self._flush()
+        except Exception:
+            pass
+        self.streams.pop(sid, None)
+
+    async def close(self) -> None:
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,1 @@
+"""Map responses: what a node learns about itself, its peers and the tailnet."""

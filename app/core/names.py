@@ -1,0 +1,80 @@
+"""MagicDNS names: hostname sanitising and collision-free node labels.
+
+A node's DNS label ("given name") is its reported hostname made into a valid DNS label
+(the same rules as Tailscale's dnsname.SanitizeHostname), bumped to ``label-1``,
+``label-2``… when another node already holds it. An admin rename is kept when the client's
+hostname later changes; a label that still looks auto-derived follows the hostname.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+MAX_LABEL = 63
+MAX_NAME = 253
+FALLBACK_LABEL = "node"
+_SEPARATORS = frozenset(" .@_")
+_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _alnum(c: str) -> bool:
+    return c.isascii() and c.isalnum()
+
+
+def sanitize_label(label: str) -> str:
+    """Turn arbitrary text into an RFC 1035 label (may return "")."""
+    end = min(len(label), MAX_LABEL)
+    start = 0
+    while start < end and not _alnum(label[start]):
+        start += 1
+    while end > start and not _alnum(label[end - 1]):
+        end -= 1
+    out = []
+    for i in range(start, end):
+        c = label[i]
+        boundary = i == start or i == end - 1
+        if not boundary and c in _SEPARATORS:
+            out.append("-")
+        elif _alnum(c) or c == "-":
+            out.append(c.lower())
+    return "".join(out)
+
+
+def sanitize_hostname(hostname: str) -> str:
+    for suffix in (".local", ".localdomain", ".lan"):
+        if hostname.endswith(suffix):
+            hostname = hostname[: -len(suffix)]
+            break
+    return sanitize_label(hostname)
+
+
+def valid_label(label: str) -> bool:
+    return bool(_LABEL_RE.match(label))
+
+
+def unique_label(base: str, taken: Iterable[str]) -> str:
+    """``base`` or the first free ``base-N``."""
+    base = base or FALLBACK_LABEL
+    busy = set(taken)
+    candidate, n = base, 0
+    while candidate in busy:
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
+def is_auto_derived(given: str, hostname: str) -> bool:
+    """Whether ``given`` is what the hostname would produce (possibly collision-bumped)."""
+    base = sanitize_hostname(hostname) or FALLBACK_LABEL
+    if given == base:
+        return True
+    suffix = given[len(base) + 1:] if given.startswith(base + "-") else ""
+    return suffix.isdigit()
+
+
+def fqdn(given_name: str, base_domain: str) -> str:
+    """The node's MagicDNS name with its trailing dot."""
+    if base_domain:
+        return f"{given_name}.{base_domain.strip('.')}."
+    return f"{given_name}."

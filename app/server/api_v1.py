@@ -1,0 +1,371 @@
+"""REST API v1, headscale's shapes (HEADSCALE.md 3.1): camelCase, 64-bit ids as strings,
+RFC 3339 times, errors as ``{"code", "message", "details"}``.
+
+Served on the main listener (Bearer API key required) and on the admin unix socket (local
+trust, used by the CLI). Every mutation goes through State, so it reaches nodes at once.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from quart import Blueprint, Response, current_app, request
+
+from app.core.model import ApiKey, Node, PreAuthKey, RegisterMethod, User
+from app.core.tailcfg import parse_go_time
+from app.service.errors import Conflict, Invalid, NotFound, ServiceError
+
+# google.rpc codes, as grpc-gateway reports them.
+GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 500: 13, 501: 12}
+
+
+def ts(dt: datetime | None) -> str | None:
+    if dt is None or dt.year <= 1:
+        return None
+    from app.core.tailcfg import go_time
+
+    return go_time(dt)
+
+
+def user_json(u: User | None) -> dict[str, Any] | None:
+    if u is None:
+        return None
+    return {
+        "id": str(u.id), "name": u.name, "createdAt": ts(u.created_at), "displayName": u.display_name,
+        "email": u.email, "providerId": u.provider_identifier or "", "provider": u.provider,
+        "profilePicUrl": u.profile_pic_url,
+    }
+
+
+def preauthkey_json(k: PreAuthKey, users: dict[int, User], full: str | None = None) -> dict[str, Any]:
+    return {
+        "user": user_json(users.get(k.user_id)) if k.user_id is not None else None,
+        "id": str(k.id), "key": full or k.masked, "reusable": k.reusable, "ephemeral": k.ephemeral,
+        "used": k.used, "expiration": ts(k.expiration), "createdAt": ts(k.created_at),
+        "aclTags": list(k.tags),
+    }
+
+
+def apikey_json(k: ApiKey) -> dict[str, Any]:
+    return {"id": str(k.id), "prefix": k.masked, "expiration": ts(k.expiration),
+            "createdAt": ts(k.created_at), "lastSeen": ts(k.last_seen)}
+
+
+def node_json(n: Node, state) -> dict[str, Any]:
+    from app.core.routes import served_routes
+
+    available = sorted(set(n.routable_ips))
+    return {
+        "id": str(n.id), "machineKey": n.machine_key, "nodeKey": n.node_key, "discoKey": n.disco_key,
+        "ipAddresses": list(n.addresses), "name": n.hostname,
+        "user": user_json(state.users.get(n.user_id)) if n.user_id is not None else None,
+        "lastSeen": ts(n.last_seen), "expiry": ts(n.expiry), "preAuthKey": None,
+        "createdAt": ts(n.created_at),
+        "registerMethod": RegisterMethod.API_NAMES.get(n.register_method, "REGISTER_METHOD_UNSPECIFIED"),
+        "givenName": n.given_name, "online": n.id in state.online,
+        "approvedRoutes": list(n.approved_routes), "availableRoutes": available,
+        "subnetRoutes": state.routes_of(n.id) if n.id in state.nodes else served_routes(n),
+        "tags": list(n.tags),
+    }
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_response(status: int, message: str) -> Response:
+    body = {"code": GRPC_CODES.get(status, 2), "message": message, "details": []}
+    return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+def ok(obj: Any, status: int = 200) -> Response:
+    return Response(json.dumps(obj), status=status, content_type="application/json")
+
+
+async def body_json() -> dict[str, Any]:
+    raw = await request.get_data()
+    if not raw:
+        return {}
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "request body is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return obj
+
+
+def int_id(value: Any, what: str) -> int:
+    try:
+        v = int(str(value))
+    except (TypeError, ValueError):
+        raise ApiError(400, f"invalid {what}: {value!r}") from None
+    if v <= 0 or v >= 2**63:
+        raise ApiError(400, f"invalid {what}: {value!r}")
+    return v
+
+
+def parse_time(value: Any, what: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    try:
+        return parse_go_time(str(value))
+    except ValueError:
+        raise ApiError(400, f"invalid {what}: expected an RFC 3339 time") from None
+
+
+def api_blueprint() -> Blueprint:
+    bp = Blueprint("api_v1", __name__, url_prefix="/api/v1")
+
+    def svc():
+        return current_app.config["SERVICES"]
+
+    @bp.before_request
+    async def authenticate():
+        if request.scope.get("extensions", {}).get("headscale.trusted"):
+            return None
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return error_response(401, "Unauthorized")
+        key = await svc().state.db.verify_api_key(header[len("Bearer "):].strip())
+        if key is None:
+            return error_response(401, "Unauthorized")
+        return None
+
+    @bp.errorhandler(ApiError)
+    async def on_api_error(e: ApiError):
+        return error_response(e.status, e.message)
+
+    @bp.errorhandler(ServiceError)
+    async def on_service_error(e: ServiceError):
+        return error_response(e.status, str(e))
+
+    # ---- users ---------------------------------------------------------------------------
+    @bp.get("/user")
+    async def list_users():
+        st = svc().state
+        users = sorted(st.users.values(), key=lambda u: u.id)
+        if request.args.get("id"):
+            uid = int_id(request.args["id"], "user id")
+            users = [u for u in users if u.id == uid]
+        if request.args.get("name"):
+            users = [u for u in users if u.name == request.args["name"]]
+        if request.args.get("email"):
+            users = [u for u in users if u.email == request.args["email"]]
+        return ok({"users": [user_json(u) for u in users]})
+
+    @bp.post("/user")
+    async def create_user():
+        b = await body_json()
+        name = b.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ApiError(400, "name is required")
+        u = await svc().state.create_user(name.strip(), str(b.get("displayName") or ""),
+                                          str(b.get("email") or ""), str(b.get("pictureUrl") or ""))
+        return ok({"user": user_json(u)})
+
+    @bp.post("/user/<old_id>/rename/<new_name>")
+    async def rename_user(old_id: str, new_name: str):
+        u = await svc().state.rename_user(int_id(old_id, "user id"), new_name)
+        return ok({"user": user_json(u)})
+
+    @bp.delete("/user/<uid>")
+    async def delete_user(uid: str):
+        await svc().state.delete_user(int_id(uid, "user id"))
+        return ok({})
+
+    # ---- pre-auth keys ---------------------------------------------------------------------
+    @bp.get("/preauthkey")
+    async def list_preauthkeys():
+        st = svc().state
+        keys = await st.list_preauth_keys()
+        return ok({"preAuthKeys": [preauthkey_json(k, st.users) for k in keys]})
+
+    @bp.post("/preauthkey")
+    async def create_preauthkey():
+        st = svc().state
+        b = await body_json()
+        user_id = int_id(b["user"], "user id") if b.get("user") not in (None, "", "0", 0) else None
+        tags = b.get("aclTags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise ApiError(400, "aclTags must be a list of strings")
+        key, full = await st.create_preauth_key(
+            user_id, reusable=bool(b.get("reusable")), ephemeral=bool(b.get("ephemeral")),
+            expiration=parse_time(b.get("expiration"), "expiration"), tags=tags,
+        )
+        return ok({"preAuthKey": preauthkey_json(key, st.users, full)})
+
+    @bp.post("/preauthkey/expire")
+    async def expire_preauthkey():
+        b = await body_json()
+        await svc().state.expire_preauth_key(int_id(b.get("id"), "pre-auth key id"))
+        return ok({})
+
+    @bp.delete("/preauthkey")
+    async def delete_preauthkey():
+        await svc().state.delete_preauth_key(int_id(request.args.get("id"), "pre-auth key id"))
+        return ok({})
+
+    # ---- API keys ------------------------------------------------------------------------
+    @bp.get("/apikey")
+    async def list_apikeys():
+        keys = await svc().state.db.list_api_keys()
+        return ok({"apiKeys": [apikey_json(k) for k in keys]})
+
+    @bp.post("/apikey")
+    async def create_apikey():
+        b = await body_json()
+        _, full = await svc().state.create_api_key(parse_time(b.get("expiration"), "expiration"))
+        return ok({"apiKey": full})
+
+    async def _api_key_by(b: dict[str, Any]) -> ApiKey:
+        keys = await svc().state.db.list_api_keys()
+        if b.get("id") not in (None, "", "0", 0):
+            kid = int_id(b.get("id"), "API key id")
+            match = [k for k in keys if k.id == kid]
+        elif b.get("prefix"):
+            p = str(b["prefix"])
+            p = p.removeprefix("hskey-api-").removesuffix("-***")
+            match = [k for k in keys if k.prefix == p]
+        else:
+            raise ApiError(400, "give either an id or a prefix")
+        if not match:
+            raise NotFound("API key not found")
+        return match[0]
+
+    @bp.post("/apikey/expire")
+    async def expire_apikey():
+        k = await _api_key_by(await body_json())
+        await svc().state.db.expire_api_key(k.id, svc().state.now())
+        return ok({})
+
+    @bp.delete("/apikey/<prefix>")
+    async def delete_apikey(prefix: str):
+        b = {"prefix": prefix} if prefix and prefix != "-" else {}
+        if request.args.get("id"):
+            b = {"id": request.args["id"]}
+        k = await _api_key_by(b)
+        await svc().state.db.delete_api_key(k.id)
+        return ok({})
+
+    # ---- nodes ---------------------------------------------------------------------------
+    @bp.get("/node")
+    async def list_nodes():
+        st = svc().state
+        nodes = sorted(st.nodes.values(), key=lambda n: n.id)
+        if request.args.get("user"):
+            want = request.args["user"]
+            nodes = [n for n in nodes if n.user_id is not None and
+                     (str(n.user_id) == want or st.users.get(n.user_id, User(0, "")).name == want)]
+        return ok({"nodes": [node_json(n, st) for n in nodes]})
+
+    @bp.get("/node/<nid>")
+    async def get_node(nid: str):
+        st = svc().state
+        return ok({"node": node_json(st.get_node(int_id(nid, "node id")), st)})
+
+    @bp.delete("/node/<nid>")
+    async def delete_node(nid: str):
+        await svc().state.delete_node(int_id(nid, "node id"))
+        return ok({})
+
+    @bp.post("/node/<nid>/expire")
+    async def expire_node(nid: str):
+        st = svc().state
+        b = await body_json()
+        expiry = parse_time(request.args.get("expiry") or b.get("expiry"), "expiry")
+        disable = str(request.args.get("disableExpiry") or b.get("disableExpiry") or "").lower() in ("1", "true")
+        n = await st.expire_node(int_id(nid, "node id"), expiry, disable)
+        return ok({"node": node_json(n, st)})
+
+    @bp.post("/node/<nid>/rename/<new_name>")
+    async def rename_node(nid: str, new_name: str):
+        st = svc().state
+        n = await st.rename_node(int_id(nid, "node id"), new_name)
+        return ok({"node": node_json(n, st)})
+
+    @bp.post("/node/<nid>/tags")
+    async def tag_node(nid: str):
+        st = svc().state
+        b = await body_json()
+        tags = b.get("tags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise ApiError(400, "tags must be a list of strings")
+        n = await st.set_tags(int_id(nid, "node id"), tags)
+        return ok({"node": node_json(n, st)})
+
+    @bp.post("/node/<nid>/approve_routes")
+    async def approve_routes(nid: str):
+        st = svc().state
+        b = await body_json()
+        routes = b.get("routes") or []
+        if not isinstance(routes, list) or not all(isinstance(r, str) for r in routes):
+            raise ApiError(400, "routes must be a list of strings")
+        n = await st.approve_routes(int_id(nid, "node id"), routes)
+        return ok({"node": node_json(n, st)})
+
+    async def _register(user_ref: Any, auth_id: Any):
+        st = svc().state
+        if not auth_id:
+            raise ApiError(400, "a registration id (--auth-id / --key) is required")
+        user = None
+        if user_ref not in (None, ""):
+            ref = str(user_ref)
+            user = st.users.get(int(ref)) if ref.isdigit() else None
+            user = user or st.user_by_name(ref)
+        if user is None:
+            raise NotFound(f"user {user_ref!r} not found")
+        n = await svc().registrar.complete(str(auth_id), user)
+        return ok({"node": node_json(n, st)})
+
+    @bp.post("/node/register")
+    async def register_node():
+        b = await body_json()
+        return await _register(request.args.get("user") or b.get("user"), request.args.get("key") or b.get("key"))
+
+    @bp.post("/auth/register")
+    async def auth_register():
+        b = await body_json()
+        return await _register(b.get("user"), b.get("authId"))
+
+    # ---- policy --------------------------------------------------------------------------
+    @bp.get("/policy")
+    async def get_policy():
+        pol = await svc().policy.get()
+        if pol is None:
+            raise NotFound("no policy has been set")
+        text, updated = pol
+        return ok({"policy": text, "updatedAt": ts(updated)})
+
+    @bp.put("/policy")
+    async def set_policy():
+        b = await body_json()
+        text = b.get("policy")
+        if not isinstance(text, str):
+            raise ApiError(400, "policy must be a string")
+        text, updated = await svc().policy.set(text)
+        return ok({"policy": text, "updatedAt": ts(updated)})
+
+    @bp.post("/policy/check")
+    async def check_policy():
+        b = await body_json()
+        text = b.get("policy")
+        if not isinstance(text, str):
+            raise ApiError(400, "policy must be a string")
+        svc().policy.check(text)
+        return ok({})
+
+    @bp.get("/health")
+    async def health():
+        good = await svc().state.db.ping()
+        return ok({"databaseConnectivity": good}, 200 if good else 500)
+
+    return bp
+
+
+__all__ = ["api_blueprint", "Conflict", "Invalid"]

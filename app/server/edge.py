@@ -1,0 +1,191 @@
+"""The edge listener: one port for control (TS2021), DERP and ordinary HTTP.
+
+It reads the first HTTP/1.1 request head of each connection itself. ``/ts2021`` and ``/derp``
+upgrades take over the raw stream (hypercorn cannot hand over an upgraded socket); anything
+else is passed to hypercorn's connection handler with the already-read bytes fed back in, so
+Quart sees the request untouched. Uses hypercorn's internal ``TCPServer`` (version pinned).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.asyncio.worker_context import WorkerContext
+from hypercorn.config import Config as HyperConfig
+from hypercorn.utils import wrap_app
+
+log = logging.getLogger("headscale.edge")
+
+MAX_HEAD = 16 * 1024
+HEAD_TIMEOUT = 30.0
+
+
+@dataclass
+class RequestHead:
+    method: str
+    path: str            # without the query string
+    query: str
+    version: str
+    headers: dict[str, str] = field(default_factory=dict)   # lower-cased names, last value wins
+    raw: bytes = b""
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name.lower(), "")
+
+
+class BadRequest(Exception):
+    pass
+
+
+def parse_head(raw: bytes) -> RequestHead:
+    try:
+        text = raw.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
+        raise BadRequest("undecodable request head") from None
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise BadRequest("malformed request line")
+    method, target, version = parts
+    path, _, query = target.partition("?")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise BadRequest("malformed header line")
+        headers[name.lower()] = value.strip()
+    return RequestHead(method, path, query, version, headers, raw)
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, RequestHead], Awaitable[None]]
+
+
+class Edge:
+    """Routes connections: upgrade handlers by path, everything else to the ASGI app."""
+
+    def __init__(self, app, *, upgrades: dict[str, Handler], trusted: bool = False) -> None:
+        self.upgrades = upgrades
+        self.hyper = HyperConfig()
+        self.hyper.keep_alive_timeout = 75
+        self.app = wrap_app(_Trusted(app) if trusted else app, self.hyper.wsgi_max_body_size, None)
+        self.context = WorkerContext(None)
+        self.tasks: set[asyncio.Task] = set()
+        self.servers: list[asyncio.AbstractServer] = []
+
+    async def listen_tcp(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> asyncio.AbstractServer:
+        server = await asyncio.start_server(self._on_connection, host, port, ssl=tls, limit=MAX_HEAD * 4,
+                                            reuse_address=True)
+        self.servers.append(server)
+        return server
+
+    async def listen_unix(self, path: str) -> asyncio.AbstractServer:
+        server = await asyncio.start_unix_server(self._on_connection, path, limit=MAX_HEAD * 4)
+        self.servers.append(server)
+        return server
+
+    async def close(self) -> None:
+        for s in self.servers:
+            s.close()
+        await self.context.terminated.set()
+        for t in list(self.tasks):
+            t.cancel()
+        for s in self.servers:
+            try:
+                await asyncio.wait_for(s.wait_closed(), 2)
+            except (asyncio.TimeoutError, Exception):
+                pass
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        try:
+            try:
+                raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
+                    ConnectionError, OSError, ssl.SSLError):
+                writer.close()
+                return
+            if len(raw) > MAX_HEAD:
+                await _reply(writer, 431, "request head too large")
+                return
+            try:
+                head = parse_head(raw)
+            except BadRequest:
+                # Not HTTP/1.1 (e.g. HTTP/2 prior knowledge): let hypercorn deal with it.
+                await self._to_app(reader, writer, raw)
+                return
+            handler = self.upgrades.get(head.path)
+            if handler is not None and head.header("upgrade"):
+                await handler(reader, writer, head)
+            else:
+                await self._to_app(reader, writer, raw)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("connection handler failed")
+        finally:
+            if not writer.is_closing():
+                writer.close()
+
+    async def _to_app(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:
+        fed = asyncio.StreamReader(limit=2**20)
+        fed.feed_data(head)
+
+        async def pump() -> None:
+            try:
+                while True:
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        break
+                    fed.feed_data(chunk)
+            except (ConnectionError, OSError, ssl.SSLError):
+                pass
+            finally:
+                fed.feed_eof()
+
+        pumper = asyncio.create_task(pump())
+        try:
+            await TCPServer(self.app, asyncio.get_running_loop(), self.hyper, self.context, {}, fed, writer)
+        finally:
+            pumper.cancel()
+
+
+class _Trusted:
+    """Marks requests that came in over the admin unix socket (local trust, no API key)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            scope = dict(scope)
+            ext = dict(scope.get("extensions") or {})
+            ext["headscale.trusted"] = True
+            scope["extensions"] = ext
+        await self.app(scope, receive, send)
+
+
+async def _reply(writer: asyncio.StreamWriter, status: int, text: str) -> None:
+    reasons = {400: "Bad Request", 426: "Upgrade Required", 431: "Request Header Fields Too Large"}
+    body = text.encode()
+    writer.write(
+        f"HTTP/1.1 {status} {reasons.get(status, 'Error')}\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+    )
+    try:
+        await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    writer.close()
+
+
+reply = _reply

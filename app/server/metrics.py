@@ -1,0 +1,31 @@
+"""Prometheus metrics (served on metrics_listen_addr at /metrics), namespace ``headscale_``."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+for _c in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    try:
+        REGISTRY.register(_c)
+    except ValueError:
+        pass
+
+NODES = Gauge("headscale_nodes", "Registered nodes", registry=REGISTRY)
+NODES_ONLINE = Gauge("headscale_nodes_online", "Nodes with an open map session", registry=REGISTRY)
+SESSIONS = Gauge("headscale_map_sessions", "Connected streaming map sessions", registry=REGISTRY)
+NOISE_CONNECTIONS = Gauge("headscale_noise_connections", "Open TS2021 connections", registry=REGISTRY)
+MAP_SENT = Counter("headscale_mapresponse_sent_total", "Map responses sent, by kind", ["type"], registry=REGISTRY)
+MAP_REQUESTS = Counter("headscale_map_requests_total", "Map requests, by mode", ["mode"], registry=REGISTRY)
+REGISTRATIONS = Counter("headscale_registrations_total", "Register requests by outcome", ["outcome"],
+                        registry=REGISTRY)
+FIRST_MAP_SECONDS = Histogram("headscale_first_map_seconds", "Time to build and send a full map",
+                              buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=REGISTRY)
+HTTP_SECONDS = Histogram("headscale_http_request_duration_seconds", "HTTP request latency", ["route", "status"],
+                         registry=REGISTRY)
+DERP_CLIENTS = Gauge("headscale_derp_clients", "Connected DERP clients", registry=REGISTRY)
+
+
+def render() -> bytes:
+    return generate_latest(REGISTRY)

@@ -1,0 +1,385 @@
+"""`headscale serve`: wire the store, service and adapters together and run until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import ssl
+import stat
+import sys
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from app.core import derpmap, keys
+from app.core.map.builder import MapSettings, dns_config
+from app.service.policy import PolicyService
+from app.service.registration import Registrar
+from app.service.sessions import Batcher, Mapper
+from app.service.state import State
+from app.server import metrics
+from app.server.control_routes import ControlRoutes
+from app.server.edge import Edge
+from app.server.ts2021 import TS2021
+
+log = logging.getLogger("headscale")
+
+
+@dataclass
+class Services:
+    cfg: Any
+    state: State
+    registrar: Registrar
+    mapper: Mapper
+    batcher: Batcher
+    policy: PolicyService
+    ts2021: TS2021
+    derp: Any = None
+    derp_blueprint: Any = None
+    stun: Any = None
+    edges: list[Edge] = field(default_factory=list)
+    tasks: list[asyncio.Task] = field(default_factory=list)
+    addresses: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- keys on disk -------------------------------------------------------------------------
+
+def read_or_create_private_key(path: str) -> bytes:
+    """A ``privkey:<hex>`` file, created with mode 0600 when missing (headscale's format)."""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            text = f.read().strip()
+        try:
+            return keys.parse_key(text, keys.PRIVATE)
+        except keys.KeyError_ as exc:
+            raise SystemExit(f"error: private key file {path} is invalid: {exc}") from None
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    raw = keys.new_private()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(keys.format_key(raw, keys.PRIVATE) + "\n")
+    log.info("generated a new private key at %s", path)
+    return raw
+
+
+def split_hostport(addr: str, default_port: int = 0) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port or default_port)
+
+
+# ---- settings derived from config ---------------------------------------------------------
+
+def map_settings(cfg: Any) -> MapSettings:
+    dns = cfg.dns
+    return MapSettings(
+        base_domain=dns.base_domain or "",
+        domain=urlsplit(cfg.server_url).hostname or "",
+        dns_config=dns_config(
+            magic_dns=bool(dns.magic_dns),
+            base_domain=dns.base_domain or "",
+            override_local_dns=bool(dns.override_local_dns),
+            global_nameservers=list(cfg.get("dns.nameservers.global") or []),
+            split={k: list(v) for k, v in (cfg.get("dns.nameservers.split") or {}).items()},
+            search_domains=list(dns.search_domains or []),
+            extra_records=[dict(r) for r in (dns.extra_records or [])],
+        ),
+        taildrop=bool(cfg.get("taildrop.enabled")),
+        auto_update=bool(cfg.get("auto_update.enabled")),
+        logtail=bool(cfg.get("logtail.enabled")),
+    )
+
+
+def load_derp_map(cfg: Any, fetch_urls: bool = True) -> dict[str, Any]:
+    maps = []
+    if fetch_urls:
+        for url in cfg.derp.urls or []:
+            try:
+                with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - operator-configured URL
+                    maps.append(derpmap.normalise(json.loads(r.read()), url))
+            except Exception as exc:
+                log.warning("could not load DERP map from %s: %s", url, exc)
+    for path in cfg.derp.paths or []:
+        try:
+            with open(path, encoding="utf-8") as f:
+                maps.append(derpmap.normalise(yaml.safe_load(f), path))
+        except Exception as exc:
+            log.warning("could not load DERP map file %s: %s", path, exc)
+    srv = cfg.derp.server
+    if srv.enabled and srv.automatically_add_embedded_derp_region:
+        _, stun_port = split_hostport(srv.stun_listen_addr or ":3478", 3478)
+        maps.append(derpmap.embedded_region(
+            cfg.server_url, region_id=int(srv.region_id), region_code=srv.region_code,
+            region_name=srv.region_name, stun_port=stun_port, ipv4=srv.ipv4 or "", ipv6=srv.ipv6 or "",
+        ))
+    return derpmap.merge(*maps)
+
+
+# ---- build and run ------------------------------------------------------------------------
+
+async def build(cfg: Any) -> Services:
+    from app.store import Database
+
+    noise_private = read_or_create_private_key(cfg.noise.private_key_path)
+    db_path = cfg.database.sqlite.path
+    os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
+    db = await Database.open(db_path)
+    state = State(db, cfg)
+    await state.load()
+    state.settings = map_settings(cfg)
+    state.derp_map = await asyncio.get_running_loop().run_in_executor(None, load_derp_map, cfg)
+    policy = PolicyService(state, cfg.policy.mode, cfg.policy.path or "")
+    await policy.load()
+    mapper = Mapper(state)
+    batcher = Batcher(state, mapper, float(cfg.tuning.batch_change_delay), on_sent=lambda kind: None)
+    registrar = Registrar(state)
+    routes = ControlRoutes(state, registrar, mapper, batcher)
+    ts = TS2021(noise_private, routes.for_machine)
+    services = Services(cfg, state, registrar, mapper, batcher, policy, ts)
+    if cfg.derp.server.enabled:
+        _setup_derp(services)
+    return services
+
+
+def _setup_derp(services: Services) -> None:
+    from app.server.derp_conn import DerpServer
+    from app.server.derp_http import derp_blueprint
+
+    cfg = services.cfg
+    state = services.state
+    private = read_or_create_private_key(cfg.derp.server.private_key_path)
+
+    async def verify(node_key: str) -> bool:
+        node = state.node_by_key(node_key)
+        return node is not None and not node.is_expired(state.now())
+
+    services.derp = DerpServer(private, verify if cfg.derp.server.verify_clients else None)
+
+    def hostnames() -> list[str]:
+        out = []
+        for region in state.derp_map.get("Regions", {}).values():
+            for node in region.get("Nodes", []):
+                if node.get("HostName"):
+                    out.append(node["HostName"])
+        return out
+
+    services.derp_blueprint = derp_blueprint(hostnames, verify)
+
+
+def tls_context(cfg: Any) -> ssl.SSLContext | None:
+    cert, key = cfg.tls_cert_path, cfg.tls_key_path
+    if not cert or not key:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+async def start(services: Services) -> None:
+    """Open every listener and background task; fills ``services.addresses``."""
+    from app.server.web import create_app, create_metrics_app
+
+    cfg = services.cfg
+    app = create_app(services)
+    upgrades = {"/ts2021": services.ts2021.handle}
+    if services.derp is not None:
+        derp = services.derp
+
+        async def derp_upgrade(reader, writer, head):
+            await derp.handle(reader, writer, head.method, head.path, head.headers)
+
+        upgrades["/derp"] = derp_upgrade
+    edge = Edge(app, upgrades=upgrades)
+    services.edges.append(edge)
+    tls = tls_context(cfg)
+    services.tls = tls
+    host, port = split_hostport(cfg.listen_addr, 8080)
+    server = await edge.listen_tcp(host, port, tls)
+    services.addresses["listen"] = server.sockets[0].getsockname()[:2]
+
+    if cfg.unix_socket:
+        admin = Edge(app, upgrades={}, trusted=True)
+        services.edges.append(admin)
+        path = cfg.unix_socket
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if os.path.exists(path):
+            if not stat.S_ISSOCK(os.stat(path).st_mode):
+                raise SystemExit(f"error: unix_socket path {path} exists and is not a socket")
+            os.unlink(path)
+        await admin.listen_unix(path)
+        os.chmod(path, int(str(cfg.unix_socket_permission), 8) if isinstance(cfg.unix_socket_permission, str)
+                 else int(cfg.unix_socket_permission))
+        services.addresses["unix"] = path
+
+    if cfg.metrics_listen_addr:
+        medge = Edge(create_metrics_app(), upgrades={})
+        services.edges.append(medge)
+        mhost, mport = split_hostport(cfg.metrics_listen_addr, 9090)
+        msrv = await medge.listen_tcp(mhost, mport)
+        services.addresses["metrics"] = msrv.sockets[0].getsockname()[:2]
+
+    if services.derp is not None and cfg.derp.server.stun_listen_addr:
+        from app.server.stun_udp import start_stun
+
+        shost, sport = split_hostport(cfg.derp.server.stun_listen_addr, 3478)
+        services.stun = await start_stun(shost, sport)
+        services.addresses["stun"] = services.stun.get_extra_info("sockname")[:2]
+
+    loop = asyncio.get_running_loop()
+    services.tasks += [
+        loop.create_task(services.batcher.run(), name="batcher"),
+        loop.create_task(_ephemeral_gc(services), name="ephemeral-gc"),
+        loop.create_task(_expiry_watch(services), name="expiry"),
+        loop.create_task(_gauges(services), name="gauges"),
+        loop.create_task(_policy_watch(services), name="policy-watch"),
+    ]
+    if cfg.derp.auto_update_enabled and cfg.derp.urls:
+        services.tasks.append(loop.create_task(_derp_refresh(services), name="derp-refresh"))
+
+
+async def stop(services: Services) -> None:
+    for t in services.tasks:
+        t.cancel()
+    for t in services.tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t
+    for e in services.edges:
+        await e.close()
+    if services.stun is not None:
+        services.stun.close()
+    if services.cfg.unix_socket and os.path.exists(services.cfg.unix_socket):
+        with contextlib.suppress(OSError):
+            os.unlink(services.cfg.unix_socket)
+    await services.state.db.close()
+
+
+async def reload(services: Services) -> None:
+    """SIGHUP: re-read the policy file and the TLS certificate."""
+    await services.policy.reload()
+    tls = getattr(services, "tls", None)
+    if tls is not None:
+        try:
+            tls.load_cert_chain(services.cfg.tls_cert_path, services.cfg.tls_key_path)
+            log.info("TLS certificate reloaded")
+        except (OSError, ssl.SSLError) as exc:
+            log.error("TLS certificate reload failed, keeping the old one: %s", exc)
+
+
+async def _ephemeral_gc(s: Services) -> None:
+    timeout = float(s.cfg.node.ephemeral.inactivity_timeout)
+    interval = max(1.0, min(30.0, timeout / 4))
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            gone = await s.state.collect_ephemeral(timeout)
+            if gone:
+                log.info("deleted inactive ephemeral nodes %s", gone)
+        except Exception:
+            log.exception("ephemeral node collection failed")
+
+
+async def _expiry_watch(s: Services) -> None:
+    last = s.state.now()
+    while True:
+        await asyncio.sleep(1.0)
+        now = s.state.now()
+        s.state.announce_expired(s.state.expired_since(last, now))
+        last = now
+
+
+async def _gauges(s: Services) -> None:
+    while True:
+        metrics.NODES.set(len(s.state.nodes))
+        metrics.NODES_ONLINE.set(len(s.state.online))
+        metrics.NOISE_CONNECTIONS.set(s.ts2021.connections)
+        if s.derp is not None:
+            metrics.DERP_CLIENTS.set(getattr(s.derp, "client_count", 0))
+        await asyncio.sleep(5.0)
+
+
+async def _policy_watch(s: Services) -> None:
+    while True:
+        await asyncio.sleep(2.0)
+        if s.policy.file_changed():
+            await s.policy.reload()
+
+
+async def _derp_refresh(s: Services) -> None:
+    every = max(60.0, float(s.cfg.derp.update_frequency))
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(every)
+        new = await loop.run_in_executor(None, load_derp_map, s.cfg)
+        s.state.set_derp_map(new)
+
+
+async def run(cfg: Any, ready: asyncio.Event | None = None, stop_event: asyncio.Event | None = None) -> None:
+    services = await build(cfg)
+    await start(services)
+    stop_event = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, stop_event.set)
+        loop.add_signal_handler(signal.SIGINT, stop_event.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload(services)))
+    log.info("listening on %s (server_url %s)", cfg.listen_addr, cfg.server_url)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop_event.wait()
+    finally:
+        log.info("shutting down")
+        await stop(services)
+
+
+def setup_logging(level: str, fmt: str = "text") -> None:
+    lvl = {"trace": "DEBUG", "debug": "DEBUG", "info": "INFO", "warn": "WARNING", "warning": "WARNING",
+           "error": "ERROR", "fatal": "CRITICAL", "panic": "CRITICAL"}.get(str(level).lower(), "INFO")
+    if fmt == "json":
+        logging.basicConfig(level=lvl, stream=sys.stdout,
+                            format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    else:
+        logging.basicConfig(level=lvl, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str]) -> int:
+    from app.config import ConfigError, dev_config, load_config
+
+    parser = argparse.ArgumentParser(prog="headscale serve")
+    parser.add_argument("serve")
+    parser.add_argument("-c", "--config", default=None)
+    parser.add_argument("--dev", action="store_true", help="run on the embedded development config under ./data")
+    args = parser.parse_args(argv)
+    try:
+        if args.dev:
+            cfg = dev_config(os.path.abspath("data"))
+        else:
+            cfg = load_config(args.config)
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(f"config error: {p}", file=sys.stderr)
+        return 1
+    setup_logging(cfg.log.level, cfg.log.format)
+    if args.dev:
+        print(
+            "Development server on http://127.0.0.1:8080 (data in ./data).\n"
+            "Create a user and a key from another shell:\n"
+            "  .venv/bin/headscale --dev users create alice\n"
+            "  .venv/bin/headscale --dev preauthkeys create -u 1 --reusable\n"
+            "then: tailscale up --login-server http://127.0.0.1:8080 --authkey <key>",
+            flush=True,
+        )
+    try:
+        asyncio.run(run(cfg))
+    except KeyboardInterrupt:
+        pass
+    return 0

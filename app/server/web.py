@@ -1,0 +1,96 @@
+"""The Quart application: public HTTP routes, the REST API, DERP side routes."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from html import escape
+
+from quart import Quart, Response, request
+
+from app import __version__
+from app.server import metrics
+from app.server.api_v1 import api_blueprint
+
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def create_app(services) -> Quart:
+    app = Quart("headscale")
+    app.config["SERVICES"] = services
+    app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
+
+    @app.before_request
+    async def _start_timer():
+        request.scope["headscale.t0"] = time.perf_counter()
+
+    @app.after_request
+    async def _headers(resp: Response):
+        for k, v in SECURITY_HEADERS.items():
+            resp.headers.setdefault(k, v)
+        t0 = request.scope.get("headscale.t0")
+        if t0 is not None:
+            rule = request.url_rule.rule if request.url_rule else "unmatched"
+            metrics.HTTP_SECONDS.labels(rule, str(resp.status_code)).observe(time.perf_counter() - t0)
+        return resp
+
+    @app.get("/key")
+    async def key():
+        v = request.args.get("v", "")
+        if not v.isdigit():
+            return Response("missing or invalid v parameter", status=400, content_type="text/plain")
+        body = {"legacyPublicKey": "mkey:" + "0" * 64, "publicKey": services.ts2021.public_key}
+        return Response(json.dumps(body), content_type="application/json")
+
+    @app.get("/health")
+    async def health():
+        good = await services.state.db.ping()
+        body = json.dumps({"status": "pass" if good else "fail"})
+        return Response(body, status=200 if good else 500, content_type="application/health+json")
+
+    @app.get("/version")
+    async def version():
+        body = {"version": __version__, "commit": "", "buildTime": "", "dirty": False,
+                "python": {"version": platform.python_version(), "os": platform.system().lower(),
+                           "arch": platform.machine()}}
+        return Response(json.dumps(body), content_type="application/json")
+
+    @app.get("/robots.txt")
+    async def robots():
+        return Response("User-agent: *\nDisallow: /\n", content_type="text/plain")
+
+    @app.get("/")
+    async def index():
+        return Response("", content_type="text/html")
+
+    @app.get("/register/<auth_id>")
+    async def register_page(auth_id: str):
+        if not auth_id.startswith("hskey-authreq-") or len(auth_id) != 38 or not auth_id[14:].isalnum():
+            return Response("invalid registration id", status=400, content_type="text/plain")
+        page = (
+            "<!DOCTYPE html><html><head><title>Registration</title></head><body>"
+            "<h1>Machine registration</h1><p>Run the command below on the server to add this machine:</p>"
+            f"<pre>headscale auth register --auth-id {escape(auth_id)} --user USERNAME</pre></body></html>"
+        )
+        return Response(page, content_type="text/html; charset=utf-8")
+
+    app.register_blueprint(api_blueprint())
+    if services.derp_blueprint is not None:
+        app.register_blueprint(services.derp_blueprint)
+    return app
+
+
+def create_metrics_app() -> Quart:
+    app = Quart("headscale-metrics")
+
+    @app.get("/metrics")
+    async def metrics_route():
+        return Response(metrics.render(), content_type="text/plain; version=0.0.4")
+
+    return app

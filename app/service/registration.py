@@ -1,0 +1,294 @@
+"""POST /machine/register: the decision table of PROTOCOL.md 3.1.4.
+
+Every logical outcome is an HTTP 200 RegisterResponse; failures are ``Error`` strings a
+person can act on. The machine key comes from the Noise handshake and is checked on every
+request: a node key presented over another machine's session is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+from datetime import datetime, timezone
+from typing import Any
+
+from app.core import keys
+from app.core.map.builder import user_profile
+from app.core.model import TAGGED_DEVICES_USER_ID, Node, RegisterMethod, User
+from app.core.tailcfg import go_time, parse_go_time
+from app.service.changes import Change
+from app.service.state import State
+
+log = logging.getLogger("headscale.register")
+
+AUTH_ID_PREFIX = "hskey-authreq-"
+PENDING_TTL = 15 * 60
+
+
+class RegisterError(Exception):
+    """A refusal shown to the user as RegisterResponse.Error."""
+
+
+@dataclasses.dataclass
+class Pending:
+    auth_id: str
+    machine_key: str
+    node_key: str
+    hostinfo: dict[str, Any]
+    expiry: datetime | None
+    created: float
+    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    node_id: int | None = None
+
+
+class Registrar:
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.pending: dict[str, Pending] = {}
+
+    # ---- public entry ----------------------------------------------------------------------
+
+    async def register(self, machine_key: str, req: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await self._register(machine_key, req)
+        except RegisterError as exc:
+            return {"Error": str(exc)}
+
+    def _response(self, node: Node, *, authorized: bool = True) -> dict[str, Any]:
+        user = self.state.users.get(node.user_id) if node.user_id is not None else None
+        prof = user_profile(user, node)
+        created = user.created_at if user and not node.is_tagged else None
+        return {
+            "User": {"ID": prof["ID"], "DisplayName": prof["DisplayName"],
+                     "ProfilePicURL": prof.get("ProfilePicURL", ""), "Created": go_time(created)},
+            "Login": {"ID": prof["ID"], "Provider": (user.provider if user else "") or "",
+                      "LoginName": prof["LoginName"], "DisplayName": prof["DisplayName"],
+                      "ProfilePicURL": prof.get("ProfilePicURL", "")},
+            "MachineAuthorized": authorized,
+            "NodeKeyExpired": node.is_expired(self.state.now()),
+            "AuthURL": "",
+        }
+
+    @staticmethod
+    def _expired_response() -> dict[str, Any]:
+        return {"NodeKeyExpired": True, "MachineAuthorized": False, "AuthURL": ""}
+
+    async def _register(self, machine_key: str, req: dict[str, Any]) -> dict[str, Any]:
+        st = self.state
+        try:
+            node_key = keys.normalise(str(req.get("NodeKey") or ""), keys.NODE_PUBLIC)
+        except keys.KeyError_:
+            raise RegisterError("invalid node key in register request") from None
+        old_key = req.get("OldNodeKey")
+        try:
+            old_key = keys.normalise(old_key, keys.NODE_PUBLIC) if old_key and not keys.is_zero(old_key) else None
+        except keys.KeyError_:
+            raise RegisterError("invalid old node key in register request") from None
+        try:
+            expiry = parse_go_time(req.get("Expiry"))
+        except (TypeError, ValueError):
+            raise RegisterError("invalid expiry in register request") from None
+        auth = req.get("Auth") if isinstance(req.get("Auth"), dict) else None
+        auth_key = str((auth or {}).get("AuthKey") or "")
+        hostinfo = req.get("Hostinfo") if isinstance(req.get("Hostinfo"), dict) else {}
+        now = st.now()
+        node = st.node_by_key(node_key)
+        if node is not None and node.machine_key != machine_key:
+            log.warning("register: node key presented by another machine (%s)", keys.short(machine_key))
+            raise RegisterError("node exists with a different machine key")
+
+        # 1. Logout / expire request.
+        if expiry is not None and expiry <= now and node is not None:
+            async with st.lock:
+                if node.is_expired(now):
+                    return self._expired_response()
+                if node.ephemeral:
+                    await st.remove_node(node.id)
+                    return self._expired_response()
+                node = await st.replace_node(
+                    dataclasses.replace(node, expiry=now),
+                    Change(peers_changed={node.id}, self_changed={node.id}),
+                )
+            return self._response(node)
+
+        # 2. Known node, no auth: the daemon-restart path.
+        if node is not None and not auth_key:
+            if node.is_expired(now):
+                return self._expired_response()
+            if expiry is not None and expiry > now and (node.expiry is None or expiry > node.expiry):
+                raise RegisterError("extending key is not allowed")
+            return self._response(node)
+
+        # 3. Follow-up of an interactive registration.
+        followup = str(req.get("Followup") or "")
+        if followup:
+            return await self._wait_followup(machine_key, followup, node_key, hostinfo, expiry)
+
+        # 4. Pre-auth key.
+        if auth_key:
+            return await self._with_auth_key(machine_key, node_key, old_key, auth_key, hostinfo, expiry, node)
+
+        # Key rotation without auth key by a known machine: re-key the node (as Tailscale's
+        # test server does); clients send OldNodeKey after NodeKeyExpired.
+        if old_key is not None:
+            old = st.node_by_key(old_key)
+            if old is not None and old.machine_key == machine_key and not old.is_expired(now):
+                async with st.lock:
+                    node = await st.replace_node(
+                        dataclasses.replace(old, node_key=node_key),
+                        Change(patches={old.id: {"Key": node_key}}, self_changed={old.id}),
+                    )
+                return self._response(node)
+
+        # 5. Interactive.
+        return self._start_interactive(machine_key, node_key, hostinfo, expiry)
+
+    # ---- pre-auth keys ---------------------------------------------------------------------
+
+    async def _with_auth_key(
+        self, machine_key: str, node_key: str, old_key: str | None, auth_key: str,
+        hostinfo: dict[str, Any], expiry: datetime | None, node: Node | None,
+    ) -> dict[str, Any]:
+        st = self.state
+        now = st.now()
+        key = await st.db.find_preauth_key(auth_key)
+        if key is None:
+            raise RegisterError("invalid pre auth key")
+        owner = key.user_id
+        # A node re-running `tailscale up --authkey` with the same node key skips validation.
+        if node is not None and node.auth_key_id == key.id and not node.is_expired(now):
+            return self._response(node)
+        if key.revoked:
+            raise RegisterError("authkey revoked")
+        if key.is_expired(now):
+            raise RegisterError("authkey expired")
+        if key.used and not key.reusable:
+            raise RegisterError("authkey already used")
+
+        async with st.lock:
+            # Same machine and owner: update the existing node instead of creating another.
+            existing = None
+            if old_key:
+                existing = st.node_by_key(old_key)
+            if existing is None:
+                for n in st.nodes.values():
+                    if n.machine_key == machine_key and n.user_id == owner and (n.tags == tuple(sorted(key.tags)) or owner is not None):
+                        existing = n
+                        break
+            tags = tuple(sorted(set(key.tags)))
+            node_expiry = self._node_expiry(expiry, tagged=bool(tags))
+            hostname = str(hostinfo.get("Hostname") or "node")
+            if existing is not None and existing.machine_key == machine_key:
+                updated = dataclasses.replace(
+                    existing, node_key=node_key, hostinfo=hostinfo or existing.hostinfo, auth_key_id=key.id,
+                    expiry=node_expiry, tags=tags or existing.tags, register_method=RegisterMethod.AUTH_KEY,
+                    user_id=None if tags else owner, ephemeral=key.ephemeral,
+                )
+                change = Change(peers_changed={existing.id}, self_changed={existing.id})
+                node = await st.replace_node(updated, change, policy=True)
+            else:
+                v4, v6 = st.allocate_addresses()
+                try:
+                    node = await st.insert_node(Node(
+                        id=0, machine_key=machine_key, node_key=node_key, hostname=hostname,
+                        given_name=st.unique_given_name(hostname), user_id=None if tags else owner,
+                        ipv4=v4, ipv6=v6, hostinfo=hostinfo or None, register_method=RegisterMethod.AUTH_KEY,
+                        tags=tags, auth_key_id=key.id, expiry=node_expiry, created_at=now,
+                        updated_at=now, ephemeral=key.ephemeral,
+                    ))
+                except Exception:
+                    st.release_addresses(v4, v6)
+                    raise
+            if not key.used:
+                await st.db.mark_preauth_key_used(key.id)
+        log.info("node %s registered with pre-auth key %s", node.id, key.masked)
+        return self._response(node)
+
+    def _node_expiry(self, requested: datetime | None, *, tagged: bool) -> datetime | None:
+        if tagged:
+            return None
+        if requested is not None and requested > self.state.now():
+            return requested
+        default = float(self.state.cfg.node.expiry or 0)
+        if default > 0:
+            from datetime import timedelta
+
+            return self.state.now() + timedelta(seconds=default)
+        return None
+
+    # ---- interactive (AuthURL) -------------------------------------------------------------
+
+    def _start_interactive(self, machine_key: str, node_key: str, hostinfo: dict[str, Any],
+                           expiry: datetime | None) -> dict[str, Any]:
+        self._gc_pending()
+        auth_id = AUTH_ID_PREFIX + secrets.token_hex(12)
+        self.pending[auth_id] = Pending(auth_id, machine_key, node_key, hostinfo, expiry,
+                                        asyncio.get_running_loop().time())
+        url = self.state.cfg.server_url.rstrip("/") + "/register/" + auth_id
+        return {"AuthURL": url}
+
+    def _gc_pending(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for k, p in list(self.pending.items()):
+            if now - p.created > PENDING_TTL:
+                del self.pending[k]
+
+    async def _wait_followup(self, machine_key: str, followup: str, node_key: str,
+                             hostinfo: dict[str, Any], expiry: datetime | None) -> dict[str, Any]:
+        auth_id = followup.rstrip("/").rsplit("/", 1)[-1]
+        pending = self.pending.get(auth_id)
+        if pending is None or pending.machine_key != machine_key:
+            return self._start_interactive(machine_key, node_key, hostinfo, expiry)
+        await pending.done.wait()
+        self.pending.pop(auth_id, None)
+        node = self.state.nodes.get(pending.node_id or -1)
+        if node is None:
+            raise RegisterError("registration was not completed")
+        return self._response(node)
+
+    async def complete(self, auth_id: str, user: User) -> Node:
+        """`headscale auth register --auth-id ID --user U`: admit a pending machine."""
+        from app.service.errors import NotFound
+
+        st = self.state
+        pending = self.pending.get(auth_id)
+        if pending is None:
+            raise NotFound(f"no pending registration with id {auth_id!r} (expired or unknown)")
+        now = st.now()
+        async with st.lock:
+            existing = next((n for n in st.nodes.values()
+                             if n.machine_key == pending.machine_key and n.user_id == user.id), None)
+            hostname = str(pending.hostinfo.get("Hostname") or "node")
+            expiry = self._node_expiry(pending.expiry, tagged=False)
+            if existing is not None:
+                node = await st.replace_node(
+                    dataclasses.replace(existing, node_key=pending.node_key, expiry=expiry,
+                                        hostinfo=pending.hostinfo or existing.hostinfo,
+                                        register_method=RegisterMethod.CLI),
+                    Change(peers_changed={existing.id}, self_changed={existing.id}),
+                )
+            else:
+                v4, v6 = st.allocate_addresses()
+                try:
+                    node = await st.insert_node(Node(
+                        id=0, machine_key=pending.machine_key, node_key=pending.node_key, hostname=hostname,
+                        given_name=st.unique_given_name(hostname), user_id=user.id, ipv4=v4, ipv6=v6,
+                        hostinfo=pending.hostinfo or None, register_method=RegisterMethod.CLI,
+                        expiry=expiry, created_at=now, updated_at=now,
+                    ))
+                except Exception:
+                    st.release_addresses(v4, v6)
+                    raise
+        pending.node_id = node.id
+        pending.done.set()
+        return node
+
+
+def tagged_owner_id(node: Node) -> int:
+    return TAGGED_DEVICES_USER_ID if node.is_tagged else (node.user_id or 0)
+
+
+def utc(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)

@@ -1,0 +1,464 @@
+"""The coordinator: one in-memory view of the tailnet, kept in step with the database.
+
+Every mutation is: validate -> write to the store -> replace the in-memory record -> emit a
+Change. Map sessions read the in-memory view only; they never touch SQL. Everything runs on
+one event loop, and mutations are serialised by one lock, so the view is always consistent
+with what was committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from app.core import names
+from app.core.ipam import Allocator
+from app.core.map.builder import MapSettings
+from app.core.model import ApiKey, Node, PreAuthKey, User
+from app.core.routes import elect_primaries, routes_for_peer, served_routes
+from app.service.changes import Change
+from app.service.errors import Conflict, Invalid, NotFound
+from app.service.policyview import AllowAll, PolicyView, compile_view
+
+log = logging.getLogger("headscale.state")
+
+UTC = timezone.utc
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class State:
+    def __init__(self, db: Any, cfg: Any, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.db = db
+        self.cfg = cfg
+        self.now = clock
+        self.lock = asyncio.Lock()
+        self.users: dict[int, User] = {}
+        self.nodes: dict[int, Node] = {}
+        self.by_node_key: dict[str, int] = {}
+        self.online: set[int] = set()
+        self.ephemeral_keys: set[int] = set()      # ids of ephemeral pre-auth keys
+        self.policy_source: str | None = None
+        self.policy_updated: datetime | None = None
+        self.policy: PolicyView = AllowAll()
+        self.primaries: dict[str, int] = {}
+        self.served: dict[int, list[str]] = {}
+        self.derp_map: dict[str, Any] = {"Regions": {}}
+        self.settings = MapSettings()
+        self.listeners: list[Callable[[Change], None]] = []
+        self.v4 = Allocator(cfg.prefixes.v4, cfg.prefixes.allocation) if cfg.prefixes.v4 else None
+        self.v6 = Allocator(cfg.prefixes.v6, cfg.prefixes.allocation) if cfg.prefixes.v6 else None
+        self.version = 0   # bumped on every committed change; caches key on it
+
+    # ---- loading ---------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        for u in await self.db.list_users():
+            self.users[u.id] = u
+        for k in await self.db.list_preauth_keys():
+            if k.ephemeral:
+                self.ephemeral_keys.add(k.id)
+        for n in await self.db.list_nodes():
+            n = dataclasses.replace(n, ephemeral=n.auth_key_id in self.ephemeral_keys)
+            self._put(n)
+            for alloc, addr in ((self.v4, n.ipv4), (self.v6, n.ipv6)):
+                if alloc:
+                    alloc.mark_used([addr])
+        self._recompute_routes()
+
+    async def load_policy(self, source: str | None, updated: datetime | None = None) -> None:
+        """Install a policy (None = allow-all). Raises PolicyError on a bad policy."""
+        view = compile_view(source, list(self.users.values()), list(self.nodes.values()), self.cfg.server_url)
+        self.policy_source = source
+        self.policy_updated = updated
+        self.policy = view
+        self._emit(Change(policy=True))
+
+    def check_policy(self, source: str) -> None:
+        compile_view(source, list(self.users.values()), list(self.nodes.values()), self.cfg.server_url)
+
+    # ---- in-memory bookkeeping -------------------------------------------------------------
+
+    def _put(self, node: Node) -> None:
+        old = self.nodes.get(node.id)
+        if old is not None and old.node_key != node.node_key:
+            self.by_node_key.pop(old.node_key, None)
+        self.nodes[node.id] = node
+        self.by_node_key[node.node_key] = node.id
+        self.served[node.id] = served_routes(node, self.policy.auto_approved_routes(node))
+
+    def _drop(self, node_id: int) -> Node | None:
+        node = self.nodes.pop(node_id, None)
+        if node is not None:
+            self.by_node_key.pop(node.node_key, None)
+            self.served.pop(node_id, None)
+            self.online.discard(node_id)
+            for alloc, addr in ((self.v4, node.ipv4), (self.v6, node.ipv6)):
+                if alloc:
+                    alloc.release(addr)
+        return node
+
+    def _recompute_routes(self) -> bool:
+        new = elect_primaries(self.served, self.online, self.primaries)
+        changed = new != self.primaries
+        self.primaries = new
+        return changed
+
+    def routes_of(self, node_id: int) -> list[str]:
+        return routes_for_peer(node_id, self.served.get(node_id, []), self.primaries)
+
+    def _emit(self, change: Change) -> None:
+        self.version += 1
+        for listener in self.listeners:
+            listener(change)
+
+    def _refresh_policy_nodes(self) -> bool:
+        """Recompile against the current users/nodes; True when a policy is active."""
+        if self.policy_source is None:
+            return False
+        try:
+            self.policy = compile_view(
+                self.policy_source, list(self.users.values()), list(self.nodes.values()), self.cfg.server_url
+            )
+        except Exception as exc:  # a policy that stops compiling keeps the previous view
+            log.warning("policy no longer compiles against current nodes/users: %s", exc)
+        return True
+
+    # ---- lookups ---------------------------------------------------------------------------
+
+    def node_by_key(self, node_key: str) -> Node | None:
+        nid = self.by_node_key.get(node_key)
+        return self.nodes.get(nid) if nid is not None else None
+
+    def get_node(self, node_id: int) -> Node:
+        try:
+            return self.nodes[node_id]
+        except KeyError:
+            raise NotFound(f"node {node_id} not found") from None
+
+    def get_user(self, user_id: int) -> User:
+        try:
+            return self.users[user_id]
+        except KeyError:
+            raise NotFound(f"user {user_id} not found") from None
+
+    def user_by_name(self, name: str) -> User | None:
+        for u in self.users.values():
+            if u.name == name:
+                return u
+        return None
+
+    def visible_peers(self, node_id: int) -> set[int]:
+        peers = self.policy.peers(node_id)
+        if peers is None:
+            return set(self.nodes) - {node_id}
+        return {p for p in peers if p in self.nodes and p != node_id}
+
+    # ---- users -----------------------------------------------------------------------------
+
+    async def create_user(self, name: str, display_name: str = "", email: str = "", picture_url: str = "") -> User:
+        if not name:
+            raise Invalid("user name must not be empty")
+        async with self.lock:
+            if self.user_by_name(name) is not None:
+                raise Conflict(f"user {name!r} already exists")
+            user = await self.db.create_user(name, display_name=display_name, email=email,
+                                             profile_pic_url=picture_url)
+            self.users[user.id] = user
+            policy = self._refresh_policy_nodes()
+            self._emit(Change(policy=policy))
+            return user
+
+    async def rename_user(self, user_id: int, new_name: str) -> User:
+        if not new_name:
+            raise Invalid("new name must not be empty")
+        async with self.lock:
+            self.get_user(user_id)
+            other = self.user_by_name(new_name)
+            if other is not None and other.id != user_id:
+                raise Conflict(f"user {new_name!r} already exists")
+            user = await self.db.rename_user(user_id, new_name)
+            self.users[user.id] = user
+            policy = self._refresh_policy_nodes()
+            owned = {n.id for n in self.nodes.values() if n.user_id == user_id}
+            self._emit(Change(policy=policy, peers_changed=owned, self_changed=owned))
+            return user
+
+    async def delete_user(self, user_id: int) -> None:
+        async with self.lock:
+            self.get_user(user_id)
+            if any(n.user_id == user_id for n in self.nodes.values()):
+                raise Conflict("user has nodes; delete or move them first")
+            await self.db.delete_user(user_id)
+            self.users.pop(user_id, None)
+            policy = self._refresh_policy_nodes()
+            self._emit(Change(policy=policy))
+
+    # ---- pre-auth keys and API keys --------------------------------------------------------
+
+    async def create_preauth_key(
+        self, user_id: int | None, *, reusable: bool, ephemeral: bool, expiration: datetime | None,
+        tags: list[str],
+    ) -> tuple[PreAuthKey, str]:
+        if user_id is not None:
+            self.get_user(user_id)
+        for t in tags:
+            if not t.startswith("tag:") or len(t) <= 4:
+                raise Invalid(f"invalid tag {t!r}: tags must look like tag:name")
+        if user_id is None and not tags:
+            raise Invalid("a pre-auth key needs a user or at least one tag")
+        async with self.lock:
+            key, full = await self.db.create_preauth_key(
+                user_id, reusable=reusable, ephemeral=ephemeral, expiration=expiration, tags=list(tags)
+            )
+            if key.ephemeral:
+                self.ephemeral_keys.add(key.id)
+            return key, full
+
+    async def expire_preauth_key(self, key_id: int) -> None:
+        async with self.lock:
+            await self.db.expire_preauth_key(key_id, self.now())
+
+    async def delete_preauth_key(self, key_id: int) -> None:
+        async with self.lock:
+            await self.db.delete_preauth_key(key_id)
+
+    async def list_preauth_keys(self) -> list[PreAuthKey]:
+        return await self.db.list_preauth_keys()
+
+    async def create_api_key(self, expiration: datetime | None) -> tuple[ApiKey, str]:
+        async with self.lock:
+            return await self.db.create_api_key(expiration)
+
+    # ---- nodes: admin mutations ------------------------------------------------------------
+
+    async def _save(self, node: Node, change: Change) -> Node:
+        node = dataclasses.replace(node, updated_at=self.now())
+        await self.db.update_node(node)
+        self._put(node)
+        self._emit(change)
+        return node
+
+    async def rename_node(self, node_id: int, new_name: str) -> Node:
+        if not names.valid_label(new_name):
+            raise Invalid(f"{new_name!r} is not a valid DNS label (a-z, 0-9, '-', at most 63)")
+        async with self.lock:
+            node = self.get_node(node_id)
+            if any(n.given_name == new_name and n.id != node_id for n in self.nodes.values()):
+                raise Conflict(f"name {new_name!r} is already in use")
+            node = dataclasses.replace(node, given_name=new_name)
+            return await self._save(node, Change(peers_changed={node_id}, self_changed={node_id}))
+
+    async def expire_node(self, node_id: int, expiry: datetime | None = None, disable: bool = False) -> Node:
+        async with self.lock:
+            node = self.get_node(node_id)
+            when = None if disable else (expiry or self.now())
+            node = dataclasses.replace(node, expiry=when)
+            return await self._save(node, Change(peers_changed={node_id}, self_changed={node_id}))
+
+    async def set_tags(self, node_id: int, tags: list[str]) -> Node:
+        for t in tags:
+            if not t.startswith("tag:") or len(t) <= 4:
+                raise Invalid(f"invalid tag {t!r}: tags must look like tag:name")
+        async with self.lock:
+            node = self.get_node(node_id)
+            new_tags = tuple(sorted(set(tags)))
+            if not new_tags and node.user_id is None:
+                raise Invalid("cannot remove all tags from a node that has no user")
+            node = dataclasses.replace(node, tags=new_tags, expiry=None if new_tags else node.expiry)
+            node = dataclasses.replace(node, updated_at=self.now())
+            await self.db.update_node(node)
+            self._put(node)
+            policy = self._refresh_policy_nodes()
+            self._emit(Change(peers_changed={node_id}, self_changed={node_id}, policy=policy))
+            return node
+
+    async def approve_routes(self, node_id: int, routes: list[str]) -> Node:
+        from app.core.routes import canonical
+
+        try:
+            approved = tuple(sorted({canonical(r) for r in routes if r}))
+        except ValueError as exc:
+            raise Invalid(f"invalid route: {exc}") from None
+        async with self.lock:
+            node = dataclasses.replace(self.get_node(node_id), approved_routes=approved)
+            node = dataclasses.replace(node, updated_at=self.now())
+            await self.db.update_node(node)
+            self._put(node)
+            self._recompute_routes()
+            policy = self._refresh_policy_nodes()
+            self._emit(Change(peers_changed=set(self.nodes), self_changed={node_id}, policy=policy))
+            return node
+
+    async def delete_node(self, node_id: int) -> None:
+        async with self.lock:
+            self.get_node(node_id)
+            await self.db.delete_node(node_id)
+            self._drop(node_id)
+            self._recompute_routes()
+            policy = self._refresh_policy_nodes()
+            self._emit(Change(peers_removed={node_id}, policy=policy, full={node_id}))
+
+    # ---- nodes: registration (called by app.service.registration) --------------------------
+
+    def allocate_addresses(self) -> tuple[str | None, str | None]:
+        v4 = self.v4.allocate() if self.v4 else None
+        v6 = self.v6.allocate() if self.v6 else None
+        return v4, v6
+
+    def release_addresses(self, v4: str | None, v6: str | None) -> None:
+        if self.v4:
+            self.v4.release(v4)
+        if self.v6:
+            self.v6.release(v6)
+
+    def unique_given_name(self, hostname: str, node_id: int | None = None) -> str:
+        taken = (n.given_name for n in self.nodes.values() if n.id != node_id)
+        return names.unique_label(names.sanitize_hostname(hostname), taken)
+
+    async def insert_node(self, node: Node) -> Node:
+        """Persist a new node (caller holds the lock) and announce it."""
+        node = await self.db.insert_node(node)
+        node = dataclasses.replace(node, ephemeral=node.auth_key_id in self.ephemeral_keys)
+        self._put(node)
+        self._recompute_routes()
+        policy = self._refresh_policy_nodes()
+        self._emit(Change(peers_changed={node.id}, policy=policy))
+        return node
+
+    async def replace_node(self, node: Node, change: Change, policy: bool = False) -> Node:
+        """Persist an updated node record (caller holds the lock) and emit ``change``."""
+        node = dataclasses.replace(node, updated_at=self.now())
+        await self.db.update_node(node)
+        self._put(node)
+        if policy:
+            change.policy = self._refresh_policy_nodes() or change.policy
+        self._emit(change)
+        return node
+
+    async def remove_node(self, node_id: int) -> None:
+        """Delete (caller holds the lock)."""
+        await self.db.delete_node(node_id)
+        self._drop(node_id)
+        self._recompute_routes()
+        policy = self._refresh_policy_nodes()
+        self._emit(Change(peers_removed={node_id}, policy=policy))
+
+    # ---- nodes: what clients report --------------------------------------------------------
+
+    async def update_from_map_request(self, node: Node, req: dict[str, Any]) -> Node:
+        """Apply Hostinfo/Endpoints/DiscoKey from a MapRequest; emit the smallest change."""
+        async with self.lock:
+            current = self.nodes.get(node.id)
+            if current is None:
+                raise NotFound("node not found")
+            hostinfo = req.get("Hostinfo")
+            new_hi = dict(current.hostinfo or {})
+            if isinstance(hostinfo, dict):
+                netinfo = hostinfo.get("NetInfo") or (current.hostinfo or {}).get("NetInfo")
+                new_hi = dict(hostinfo)
+                if netinfo:
+                    new_hi["NetInfo"] = netinfo
+            endpoints = req.get("Endpoints")
+            new_eps = tuple(endpoints) if isinstance(endpoints, list) else current.endpoints
+            disco = req.get("DiscoKey") or current.disco_key
+            updated = dataclasses.replace(current, hostinfo=new_hi or None, endpoints=new_eps, disco_key=disco)
+
+            change = Change()
+            patch: dict[str, Any] = {}
+            if new_eps != current.endpoints:
+                patch["Endpoints"] = list(new_eps)
+            if updated.home_derp != current.home_derp:
+                patch["DERPRegion"] = updated.home_derp
+            if disco != current.disco_key:
+                patch["DiscoKey"] = disco
+            old_hi = {k: v for k, v in (current.hostinfo or {}).items() if k != "NetInfo"}
+            cmp_hi = {k: v for k, v in new_hi.items() if k != "NetInfo"}
+            policy = False
+            if old_hi != cmp_hi:
+                hostname = str(new_hi.get("Hostname") or current.hostname)
+                if hostname != current.hostname:
+                    given = current.given_name
+                    if names.is_auto_derived(current.given_name, current.hostname):
+                        given = self.unique_given_name(hostname, current.id)
+                    updated = dataclasses.replace(updated, hostname=hostname, given_name=given)
+                change.peers_changed.add(node.id)
+                change.self_changed.add(node.id)
+                if tuple(new_hi.get("RoutableIPs") or ()) != tuple((current.hostinfo or {}).get("RoutableIPs") or ()):
+                    policy = True
+            elif patch:
+                change.patches[node.id] = patch
+            if updated == current and updated.hostinfo == current.hostinfo:
+                return current
+            updated = dataclasses.replace(updated, updated_at=self.now())
+            await self.db.update_node(updated)
+            self._put(updated)
+            if policy:
+                self._recompute_routes()
+                change.policy = self._refresh_policy_nodes() or True
+            self._emit(change)
+            return updated
+
+    # ---- presence --------------------------------------------------------------------------
+
+    def set_online(self, node_id: int, online: bool) -> None:
+        if node_id not in self.nodes:
+            return
+        was = node_id in self.online
+        if online == was:
+            return
+        if online:
+            self.online.add(node_id)
+        else:
+            self.online.discard(node_id)
+            node = self.nodes[node_id]
+            self.nodes[node_id] = dataclasses.replace(node, last_seen=self.now())
+        change = Change(online={node_id: online})
+        if self._recompute_routes():
+            change.peers_changed |= set(self.nodes)
+        self._emit(change)
+
+    async def persist_last_seen(self, node_id: int) -> None:
+        node = self.nodes.get(node_id)
+        if node is not None:
+            try:
+                await self.db.update_node(node)
+            except Exception:  # the node may have been deleted meanwhile
+                log.debug("could not persist last_seen of node %s", node_id)
+
+    # ---- periodic work ---------------------------------------------------------------------
+
+    async def collect_ephemeral(self, inactive_for: float) -> list[int]:
+        """Delete ephemeral nodes offline for longer than ``inactive_for`` seconds."""
+        cutoff = self.now() - timedelta(seconds=inactive_for)
+        gone = []
+        async with self.lock:
+            for node in list(self.nodes.values()):
+                if not node.ephemeral or node.id in self.online:
+                    continue
+                seen = node.last_seen or node.created_at
+                if seen is not None and seen <= cutoff:
+                    await self.remove_node(node.id)
+                    gone.append(node.id)
+        return gone
+
+    def expired_since(self, since: datetime, until: datetime) -> set[int]:
+        return {
+            n.id for n in self.nodes.values()
+            if n.expiry is not None and n.expiry.year > 1 and since < n.expiry <= until
+        }
+
+    def announce_expired(self, ids: set[int]) -> None:
+        if ids:
+            self._emit(Change(peers_changed=set(ids), self_changed=set(ids)))
+
+    def set_derp_map(self, derp_map: dict[str, Any]) -> None:
+        if derp_map != self.derp_map:
+            self.derp_map = derp_map
+            self._emit(Change(derp_map=True))
