@@ -218,21 +218,31 @@ def _ha_probe(c: Checker) -> None:
         c.problem("node.routes.ha.probe_timeout: must be less than node.routes.ha.probe_interval")
 
 
-@rule("derp.server.enabled", "derp.server.stun_listen_addr", "derp.paths",
-      "derp.server.automatically_add_embedded_derp_region", "derp.urls", "server_url")
-def _derp(c: Checker) -> None:
-    enabled = c.v["derp.server.enabled"]
-    if enabled and not c.v["derp.server.stun_listen_addr"]:
+@rule("derp.server.enabled", "derp.server.stun_listen_addr")
+def _derp_stun(c: Checker) -> None:
+    if c.v["derp.server.enabled"] and not c.v["derp.server.stun_listen_addr"]:
         c.problem("derp.server.stun_listen_addr: must be set when derp.server.enabled is true")
-    if (enabled and not c.v["derp.server.automatically_add_embedded_derp_region"]
+
+
+@rule("derp.server.enabled", "derp.server.automatically_add_embedded_derp_region", "derp.paths")
+def _derp_region(c: Checker) -> None:
+    if (c.v["derp.server.enabled"] and not c.v["derp.server.automatically_add_embedded_derp_region"]
             and not c.v["derp.paths"]):
         c.problem(
             "derp.paths: with derp.server.automatically_add_embedded_derp_region false, the "
             "embedded DERP region must be described in a derp.paths file"
         )
-    if enabled and not c.v["server_url"].startswith("https://"):
+
+
+@rule("derp.server.enabled", "server_url")
+def _derp_tls(c: Checker) -> None:
+    if c.v["derp.server.enabled"] and not c.v["server_url"].startswith("https://"):
         c.warn("derp.server.enabled: the embedded DERP server needs TLS; server_url should be https://")
-    if not enabled and not c.v["derp.urls"] and not c.v["derp.paths"]:
+
+
+@rule("derp.server.enabled", "derp.urls", "derp.paths")
+def _derp_any(c: Checker) -> None:
+    if not c.v["derp.server.enabled"] and not c.v["derp.urls"] and not c.v["derp.paths"]:
         c.warn("derp: no DERP servers configured; nodes without a direct path cannot reach each other")
 
 
