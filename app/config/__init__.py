@@ -34,9 +34,9 @@ def read_oidc_client_secret(cfg: Config, env=None) -> str:
 
 
 __all__ = [
+    "SETTINGS",
     "Config",
     "ConfigError",
-    "SETTINGS",
     "Section",
     "Setting",
     "dev_config",

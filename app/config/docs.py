@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app.config.settings import ACTIVE, REMOVED, FATAL, FATAL_UNLESS_NEW, IGNORED, MOVED, Setting
+from app.config.settings import ACTIVE, FATAL, FATAL_UNLESS_NEW, IGNORED, MOVED, REMOVED, Setting
 
 INTRO = """\
 # Configuration reference

@@ -9,7 +9,8 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -142,7 +143,7 @@ def read_file(path: str) -> dict:
         if path.endswith(".json"):
             data = json.loads(text) if text.strip() else {}
         else:
-            data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+            data = yaml.load(text, Loader=_Loader)
     except json.JSONDecodeError as e:
         raise ConfigError([f"config file {path}: invalid JSON at line {e.lineno}: {e.msg}"]) from None
     except yaml.YAMLError as e:

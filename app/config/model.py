@@ -9,8 +9,9 @@ works as well. Lists are tuples, maps are read-only mappings; nothing can be ass
 from __future__ import annotations
 
 import keyword
+from collections.abc import Iterator
 from types import MappingProxyType
-from typing import Any, Iterator
+from typing import Any
 
 from app.config.settings import ACTIVE, BY_NAME, SECRET_KEYS
 
@@ -83,7 +84,7 @@ class Config(Section):
     ``source_path`` (file used, or None), ``warnings`` (tuple of str, for the server to log)
     and ``problems`` (always empty unless loaded with ``validate=False``)."""
 
-    __slots__ = ("source_path", "warnings", "problems")
+    __slots__ = ("problems", "source_path", "warnings")
 
     def __init__(
         self,

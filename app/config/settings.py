@@ -14,8 +14,9 @@ Rows with ``removed=`` are keys headscale removed or renamed; see ``Removal``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from app.config.values import (
     IP,
@@ -409,6 +410,10 @@ __all__ = [
     "ACTIVE_SECTIONS",
     "BY_NAME",
     "ENV_PREFIX",
+    "FATAL",
+    "FATAL_UNLESS_NEW",
+    "IGNORED",
+    "MOVED",
     "REMOVED",
     "SECRET_KEYS",
     "SECTIONS",
@@ -416,8 +421,4 @@ __all__ = [
     "Removal",
     "Setting",
     "env_names",
-    "FATAL",
-    "FATAL_UNLESS_NEW",
-    "IGNORED",
-    "MOVED",
 ]

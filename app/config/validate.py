@@ -12,7 +12,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 CGNAT_V4 = ipaddress.ip_network("100.64.0.0/10")
@@ -26,8 +27,8 @@ Rule = Callable[["Checker"], None]
 RULES: list[Rule] = []
 
 
-def rule(*keys: str) -> Callable[[Callable[["Checker"], None]], Rule]:
-    def wrap(fn: Callable[["Checker"], None]) -> Rule:
+def rule(*keys: str) -> Callable[[Callable[[Checker], None]], Rule]:
+    def wrap(fn: Callable[[Checker], None]) -> Rule:
         def run(c: Checker) -> None:
             if not any(k in c.bad for k in keys):
                 fn(c)

@@ -23,10 +23,14 @@ from urllib.parse import urlsplit
 import yaml
 
 __all__ = [
-    "parse_duration",
     "format_duration",
+    "parse_duration",
     "split_list",
 ]
+
+class Invalid(ValueError):
+    """A value that cannot be used; the message is a short reason without the value."""
+
 
 _UNITS = {
     "ns": 1e-9,
@@ -44,14 +48,14 @@ _UNITS = {
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d|w|y)")
 
 
-def parse_duration(text: str | int | float) -> float:
+def parse_duration(text: str | float) -> float:
     """``"1h30m"`` → 5400.0, ``"800ms"`` → 0.8, ``"90d"`` → 7776000.0, ``"0"``/``0`` → 0.0."""
     if isinstance(text, bool):
-        raise ValueError("expected a duration such as 30s, 15m, 1h30m or 90d")
+        raise Invalid("expected a duration such as 30s, 15m, 1h30m or 90d")
     if isinstance(text, (int, float)):
         if text == 0:
             return 0.0
-        raise ValueError("a duration needs a unit (for example 30s, 15m, 1h30m, 90d)")
+        raise Invalid("a duration needs a unit (for example 30s, 15m, 1h30m, 90d)")
     s = str(text).strip()
     if s in ("0", "+0", "-0"):
         return 0.0
@@ -60,14 +64,14 @@ def parse_duration(text: str | int | float) -> float:
         sign = -1.0 if s[0] == "-" else 1.0
         s = s[1:]
     if not s:
-        raise ValueError("expected a duration such as 30s, 15m, 1h30m or 90d")
+        raise Invalid("expected a duration such as 30s, 15m, 1h30m or 90d")
     pos, total = 0, 0.0
     while pos < len(s):
         m = _DURATION_PART.match(s, pos)
         if not m:
             if re.fullmatch(r"\d+(\.\d*)?", s):
-                raise ValueError("a duration needs a unit (for example 30s, 15m, 1h30m, 90d)")
-            raise ValueError("expected a duration such as 30s, 15m, 1h30m or 90d")
+                raise Invalid("a duration needs a unit (for example 30s, 15m, 1h30m, 90d)")
+            raise Invalid("expected a duration such as 30s, 15m, 1h30m or 90d")
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     return sign * total
@@ -84,7 +88,7 @@ def format_duration(seconds: float) -> str:
     if whole == 0:
         ms = frac * 1000
         if abs(ms - round(ms)) < 1e-6:
-            return f"{sign}{int(round(ms))}ms"
+            return f"{sign}{round(ms)}ms"
         return f"{sign}{frac * 1e6:g}us"
     out = []
     h, rem = divmod(whole, 3600)
@@ -105,9 +109,9 @@ def split_list(text: str) -> tuple[str, ...]:
         try:
             data = yaml.safe_load(t)
         except yaml.YAMLError:
-            raise ValueError("expected a list such as [a, b] or a,b") from None
+            raise Invalid("expected a list such as [a, b] or a,b") from None
         if not isinstance(data, list):
-            raise ValueError("expected a list")
+            raise Invalid("expected a list")
         return tuple(_scalar_text(x) for x in data)
     return tuple(p for p in re.split(r"[,\s]+", t) if p)
 
@@ -117,7 +121,7 @@ def _scalar_text(x: Any) -> str:
         return "true" if x else "false"
     if isinstance(x, (str, int, float)):
         return str(x)
-    raise ValueError("expected a list of strings")
+    raise Invalid("expected a list of strings")
 
 
 # --- the types --------------------------------------------------------------------------------
@@ -142,7 +146,7 @@ class Str(ValueType):
         if raw is None:
             return ""
         if isinstance(raw, (list, dict)):
-            raise ValueError("expected a string")
+            raise Invalid("expected a string")
         return _scalar_text(raw)
 
 
@@ -169,7 +173,7 @@ class Bool(ValueType):
             return bool(raw)
         if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
             return raw.strip().lower() in _TRUE
-        raise ValueError("expected true or false")
+        raise Invalid("expected true or false")
 
 
 @dataclass(frozen=True)
@@ -178,14 +182,14 @@ class Int(ValueType):
 
     def parse(self, raw: Any, from_env: bool) -> int:
         if isinstance(raw, bool):
-            raise ValueError("expected an integer")
+            raise Invalid("expected an integer")
         if isinstance(raw, int):
             return int(raw)
         if isinstance(raw, float) and raw.is_integer():
             return int(raw)
         if isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d+\s*", raw):
             return int(raw)
-        raise ValueError("expected an integer")
+        raise Invalid("expected an integer")
 
 
 @dataclass(frozen=True)
@@ -211,12 +215,12 @@ class FileMode(ValueType):
         text = getattr(raw, "raw_text", None)  # the YAML loader keeps the literal of ints
         if text is None:
             if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-                raise ValueError("expected an octal file mode such as \"0770\"")
+                raise Invalid("expected an octal file mode such as \"0770\"")
             text = str(raw)
         t = text.strip().lower()
-        t = t[2:] if t.startswith("0o") else t
+        t = t.removeprefix("0o")
         if not re.fullmatch(r"[0-7]{1,4}", t.lstrip("0") or "0"):
-            raise ValueError("expected an octal file mode such as \"0770\"")
+            raise Invalid("expected an octal file mode such as \"0770\"")
         return int(t, 8)
 
     def dump(self, value: int) -> str:
@@ -234,7 +238,7 @@ class URL(ValueType):
         if not value:
             if self.allow_empty:
                 return ""
-            raise ValueError("must be set")
+            raise Invalid("must be set")
         check_url(value, self.schemes)
         return value
 
@@ -244,12 +248,12 @@ def check_url(value: str, schemes: tuple[str, ...]) -> None:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        raise ValueError("is not a valid URL") from None
+        raise Invalid("is not a valid URL") from None
     if parts.scheme not in schemes:
         want = " or ".join(f"{s}://" for s in schemes)
-        raise ValueError(f"must start with {want}")
+        raise Invalid(f"must start with {want}")
     if not parts.hostname:
-        raise ValueError("has no host name")
+        raise Invalid("has no host name")
 
 
 @dataclass(frozen=True)
@@ -264,24 +268,24 @@ class HostPort(ValueType):
         if not value:
             if self.allow_empty:
                 return ""
-            raise ValueError("must be set (host:port)")
+            raise Invalid("must be set (host:port)")
         host, sep, port = value.rpartition(":")
         if not sep:
-            raise ValueError("expected host:port, for example 0.0.0.0:8080")
+            raise Invalid("expected host:port, for example 0.0.0.0:8080")
         if host.startswith("["):
             if not host.endswith("]"):
-                raise ValueError("expected host:port, for example [::]:8080")
+                raise Invalid("expected host:port, for example [::]:8080")
             try:
                 ipaddress.IPv6Address(host[1:-1].split("%")[0])
             except ValueError:
-                raise ValueError("has an invalid IPv6 address") from None
+                raise Invalid("has an invalid IPv6 address") from None
         elif ":" in host:
-            raise ValueError("an IPv6 host must be in brackets, for example [::1]:8080")
+            raise Invalid("an IPv6 host must be in brackets, for example [::1]:8080")
         if port.isdigit():
             if not 0 <= int(port) <= 65535:
-                raise ValueError("port must be between 0 and 65535")
+                raise Invalid("port must be between 0 and 65535")
         elif not re.fullmatch(r"[a-z][a-z0-9-]*", port):
-            raise ValueError("expected host:port, for example 0.0.0.0:8080")
+            raise Invalid("expected host:port, for example 0.0.0.0:8080")
         return value
 
 
@@ -296,13 +300,13 @@ class Prefix(ValueType):
         if not value:
             if self.allow_empty:
                 return ""
-            raise ValueError("must be set")
+            raise Invalid("must be set")
         try:
             net = ipaddress.ip_network(value, strict=False)
         except ValueError:
-            raise ValueError(f"is not a valid IPv{self.version} prefix (CIDR)") from None
+            raise Invalid(f"is not a valid IPv{self.version} prefix (CIDR)") from None
         if net.version != self.version or "/" not in value:
-            raise ValueError(f"is not a valid IPv{self.version} prefix (CIDR)")
+            raise Invalid(f"is not a valid IPv{self.version} prefix (CIDR)")
         return value
 
 
@@ -318,9 +322,9 @@ class IP(ValueType):
         try:
             addr = ipaddress.ip_address(value)
         except ValueError:
-            raise ValueError(f"is not a valid IPv{self.version} address") from None
+            raise Invalid(f"is not a valid IPv{self.version} address") from None
         if addr.version != self.version:
-            raise ValueError(f"is not a valid IPv{self.version} address")
+            raise Invalid(f"is not a valid IPv{self.version} address")
         return value
 
 
@@ -335,7 +339,7 @@ class StrList(ValueType):
             return split_list(raw)
         if isinstance(raw, (list, tuple)):
             return tuple(_scalar_text(x) for x in raw if x is not None)
-        raise ValueError("expected a list of strings")
+        raise Invalid("expected a list of strings")
 
     def dump(self, value: tuple[str, ...]) -> list[str]:
         return list(value)
@@ -351,7 +355,7 @@ class URLList(StrList):
             try:
                 check_url(item, ("http", "https"))
             except ValueError as e:
-                raise ValueError(f"item {i} {e}") from None
+                raise Invalid(f"item {i} {e}") from None
         return items
 
 
@@ -365,9 +369,9 @@ class PrefixList(StrList):
             try:
                 net = ipaddress.ip_network(item, strict=False)
             except ValueError:
-                raise ValueError(f"item {i} ({item!r}) is not a valid CIDR prefix") from None
+                raise Invalid(f"item {i} ({item!r}) is not a valid CIDR prefix") from None
             if net.prefixlen == 0:
-                raise ValueError(f"item {i} ({item!r}): 0.0.0.0/0 and ::/0 are not allowed")
+                raise Invalid(f"item {i} ({item!r}): 0.0.0.0/0 and ::/0 are not allowed")
         return items
 
 
@@ -377,7 +381,7 @@ def _env_structure(raw: Any) -> Any:
         try:
             return json.loads(raw) if raw.strip() else None
         except json.JSONDecodeError:
-            raise ValueError("expected JSON") from None
+            raise Invalid("expected JSON") from None
     return raw
 
 
@@ -390,7 +394,7 @@ class StrMap(ValueType):
         if raw is None:
             return MappingProxyType({})
         if not isinstance(raw, dict):
-            raise ValueError("expected a mapping")
+            raise Invalid("expected a mapping")
         return MappingProxyType({str(k): _scalar_text(v) for k, v in raw.items()})
 
     def dump(self, value: Any) -> dict:
@@ -406,7 +410,7 @@ class StrListMap(ValueType):
         if raw is None:
             return MappingProxyType({})
         if not isinstance(raw, dict):
-            raise ValueError("expected a mapping of name → list")
+            raise Invalid("expected a mapping of name → list")
         out = {}
         for k, v in raw.items():
             if isinstance(v, (str, int, float)) and not isinstance(v, bool):
@@ -416,7 +420,7 @@ class StrListMap(ValueType):
             elif v is None:
                 out[str(k)] = ()
             else:
-                raise ValueError(f"entry {k!r} must be a list")
+                raise Invalid(f"entry {k!r} must be a list")
         return MappingProxyType(out)
 
     def dump(self, value: Any) -> dict:
@@ -435,14 +439,14 @@ class Records(ValueType):
         if raw is None:
             return ()
         if not isinstance(raw, list):
-            raise ValueError("expected a list of {" + ", ".join(self.fields) + "} mappings")
+            raise Invalid("expected a list of {" + ", ".join(self.fields) + "} mappings")
         out = []
         for i, item in enumerate(raw):
             if not isinstance(item, dict):
-                raise ValueError(f"item {i} must be a mapping with {', '.join(self.fields)}")
+                raise Invalid(f"item {i} must be a mapping with {', '.join(self.fields)}")
             unknown = sorted(set(map(str, item)) - set(self.fields))
             if unknown:
-                raise ValueError(f"item {i} has unknown field(s) {', '.join(unknown)}")
+                raise Invalid(f"item {i} has unknown field(s) {', '.join(unknown)}")
             out.append(MappingProxyType({f: _scalar_text(item.get(f, "")) for f in self.fields}))
         return tuple(out)
 
