@@ -214,12 +214,18 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def migrate_file(path: str, *, policy: str | None = None) -> None:
-    """Run pending migrations on the file at ``path`` (created if missing). Used by the
-    appliance's import step and by Database.open. Leaves the journal mode as it was."""
+def migrate_path(path: str, *, policy: str | None = None) -> MigrationReport:
+    """Run pending migrations on the file at ``path`` (created if missing); leaves the
+    journal mode as it was."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = connect(path)
     try:
-        migrate(conn, policy=policy)
+        return migrate(conn, policy=policy)
     finally:
         conn.close()
+
+
+def migrate_file(path: str, *, policy: str | None = None) -> None:
+    """Synchronous entry point for the appliance's import step (no event loop needed).
+    Raises MigrationError and leaves the file unchanged on failure."""
+    migrate_path(path, policy=policy)
