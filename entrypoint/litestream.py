@@ -11,10 +11,12 @@ decrypt the replica is not retried.
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from entrypoint.layout import Paths, Tools
 
@@ -53,6 +55,18 @@ def clean_litter(paths: Paths) -> None:
         leftover.unlink(missing_ok=True)
 
 
+def remove_orphans(paths: Paths) -> None:
+    """Without db.sqlite, a -wal/-shm or Litestream state left next to it belongs to some other
+    database: SQLite would replay that WAL into the restored file. Remove them."""
+    if paths.db.exists():
+        return
+    for orphan in (Path(f"{paths.db}-wal"), Path(f"{paths.db}-shm"), Path(f"{paths.db}-journal")):
+        if orphan.exists():
+            log.warning("removing %s: left over without its database", orphan)
+            orphan.unlink()
+    shutil.rmtree(paths.litestream_meta, ignore_errors=True)
+
+
 def restore(
     tools: Tools,
     paths: Paths,
@@ -61,6 +75,7 @@ def restore(
     sleep: Callable[[float], None] = time.sleep,
 ) -> RestoreResult:
     started = time.monotonic()
+    remove_orphans(paths)
     existed = paths.db.exists()
     last = ""
     for attempt in range(1, attempts + 1):

@@ -13,6 +13,7 @@ import logging
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping
 from types import FrameType
 
@@ -36,13 +37,14 @@ def run(
     """Run supervisord until it exits; `while_running(stopped)` runs in a thread meanwhile."""
     paths.fatal_flag.unlink(missing_ok=True)
     child: subprocess.Popen[bytes] | None = None
+    ready = False  # supervisord handles signals once it wrote its pidfile; until then, queue them
     pending: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
-        if child is None:
+        log.info("received %s: stopping the server, then Litestream (final sync)", signal.Signals(signum).name)
+        if child is None or not ready:
             pending.append(signum)
             return
-        log.info("received %s: stopping the server, then Litestream (final sync)", signal.Signals(signum).name)
         try:
             child.send_signal(signum)
         except ProcessLookupError:
@@ -54,6 +56,10 @@ def run(
     try:
         child = subprocess.Popen(supervisord_argv(tools, paths), env=dict(environ), start_new_session=True)
         log.info("supervisord started (pid %d)", child.pid)
+        while not ready and child.poll() is None:
+            ready = _pidfile_is(paths, child.pid)
+            if not ready:
+                time.sleep(0.02)
         for signum in pending:
             child.send_signal(signum)
         if while_running is not None:
@@ -76,6 +82,13 @@ def run(
         return status if status > 0 else 128 - status
     log.info("supervisord stopped cleanly")
     return 0
+
+
+def _pidfile_is(paths: Paths, pid: int) -> bool:
+    try:
+        return int(paths.supervisor_pidfile.read_text().strip() or 0) == pid
+    except (FileNotFoundError, ValueError):
+        return False
 
 
 def idle(status: int) -> int:
