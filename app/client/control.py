@@ -92,7 +92,8 @@ class ControlClient:
         head = await reader.readuntil(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101"):
             writer.close()
-            raise ConnectionError(f"upgrade refused: {head.split(b'\r\n', 1)[0]!r}")
+            status_line = head.split(b"\r\n", 1)[0]
+            raise ConnectionError(f"upgrade refused: {status_line!r}")
         hdr = await reader.readexactly(3)
         rest = await reader.readexactly(reply_size(hdr) - 3)
         self.transport = init.finish(hdr + rest)

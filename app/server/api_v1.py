@@ -16,7 +16,9 @@ from quart import Blueprint, Response, current_app, request
 from app.core.model import ApiKey, Node, PreAuthKey, RegisterMethod, User
 from app.core.tailcfg import parse_go_time
 from app.service.errors import Conflict, Invalid, NotFound, ServiceError
+from app.store.errors import StoreError
 
+STORE_STATUS = {"not_found": 404, "conflict": 409, "invalid": 400, "migration": 500}
 # google.rpc codes, as grpc-gateway reports them.
 GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 500: 13, 501: 12}
 
@@ -132,8 +134,11 @@ def api_blueprint() -> Blueprint:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             return error_response(401, "Unauthorized")
-        key = await svc().state.db.verify_api_key(header[len("Bearer "):].strip())
-        if key is None:
+        try:
+            key = await svc().state.db.validate_api_key(header[len("Bearer "):].strip())
+        except StoreError:
+            return error_response(401, "Unauthorized")
+        if key.is_expired(svc().state.now()):
             return error_response(401, "Unauthorized")
         return None
 
@@ -144,6 +149,10 @@ def api_blueprint() -> Blueprint:
     @bp.errorhandler(ServiceError)
     async def on_service_error(e: ServiceError):
         return error_response(e.status, str(e))
+
+    @bp.errorhandler(StoreError)
+    async def on_store_error(e: StoreError):
+        return error_response(STORE_STATUS.get(e.kind, 400), e.message)
 
     # ---- users ---------------------------------------------------------------------------
     @bp.get("/user")
@@ -241,7 +250,7 @@ def api_blueprint() -> Blueprint:
     @bp.post("/apikey/expire")
     async def expire_apikey():
         k = await _api_key_by(await body_json())
-        await svc().state.db.expire_api_key(k.id, svc().state.now())
+        await svc().state.db.expire_api_key(k.id)
         return ok({})
 
     @bp.delete("/apikey/<prefix>")

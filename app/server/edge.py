@@ -129,7 +129,8 @@ class Edge:
             else:
                 await self._to_app(reader, writer, raw)
         except asyncio.CancelledError:
-            raise
+            # Swallowed on purpose: asyncio's stream callback logs a cancelled task as an error.
+            pass
         except Exception:
             log.exception("connection handler failed")
         finally:

@@ -73,7 +73,7 @@ class PolicyService:
             raise Invalid("policy is in file mode (policy.mode: file); edit the file and send SIGHUP instead")
         self.check(text)
         async with self.state.lock:
-            updated = await self.state.db.set_policy(text)
+            _, updated = await self.state.db.set_policy(text)
         await self._install(text, updated)
         return text, updated
 

@@ -20,6 +20,7 @@ from app.core.model import TAGGED_DEVICES_USER_ID, Node, RegisterMethod, User
 from app.core.tailcfg import go_time, parse_go_time
 from app.service.changes import Change
 from app.service.state import State
+from app.store.errors import StoreError
 
 log = logging.getLogger("headscale.register")
 
@@ -153,9 +154,10 @@ class Registrar:
     ) -> dict[str, Any]:
         st = self.state
         now = st.now()
-        key = await st.db.find_preauth_key(auth_key)
-        if key is None:
-            raise RegisterError("invalid pre auth key")
+        try:
+            key = await st.db.validate_pre_auth_key(auth_key)
+        except StoreError:
+            raise RegisterError("invalid pre auth key") from None
         owner = key.user_id
         # A node re-running `tailscale up --authkey` with the same node key skips validation.
         if node is not None and node.auth_key_id == key.id and not node.is_expired(now):
@@ -202,7 +204,7 @@ class Registrar:
                     st.release_addresses(v4, v6)
                     raise
             if not key.used:
-                await st.db.mark_preauth_key_used(key.id)
+                await st.db.use_pre_auth_key(key.id)
         log.info("node %s registered with pre-auth key %s", node.id, key.masked)
         return self._response(node)
 

@@ -61,7 +61,7 @@ class State:
     async def load(self) -> None:
         for u in await self.db.list_users():
             self.users[u.id] = u
-        for k in await self.db.list_preauth_keys():
+        for k in await self.db.list_pre_auth_keys():
             if k.ephemeral:
                 self.ephemeral_keys.add(k.id)
         for n in await self.db.list_nodes():
@@ -214,7 +214,7 @@ class State:
         if user_id is None and not tags:
             raise Invalid("a pre-auth key needs a user or at least one tag")
         async with self.lock:
-            key, full = await self.db.create_preauth_key(
+            key, full = await self.db.create_pre_auth_key(
                 user_id, reusable=reusable, ephemeral=ephemeral, expiration=expiration, tags=list(tags)
             )
             if key.ephemeral:
@@ -223,14 +223,14 @@ class State:
 
     async def expire_preauth_key(self, key_id: int) -> None:
         async with self.lock:
-            await self.db.expire_preauth_key(key_id, self.now())
+            await self.db.expire_pre_auth_key(key_id)
 
     async def delete_preauth_key(self, key_id: int) -> None:
         async with self.lock:
-            await self.db.delete_preauth_key(key_id)
+            await self.db.delete_pre_auth_key(key_id)
 
     async def list_preauth_keys(self) -> list[PreAuthKey]:
-        return await self.db.list_preauth_keys()
+        return await self.db.list_pre_auth_keys()
 
     async def create_api_key(self, expiration: datetime | None) -> tuple[ApiKey, str]:
         async with self.lock:
