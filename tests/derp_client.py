@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections import deque
 from dataclasses import dataclass
 
@@ -123,9 +124,13 @@ class DerpClient:
         headers: dict[str, str] | None = None,
         path: str = "/derp",
         timeout: float = 5.0,
+        sock: socket.socket | None = None,
     ) -> DerpClient:
-        """Dial, upgrade and log in. ``fast_start`` needs ``server_public``."""
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        """Dial (or use the connected ``sock``), upgrade and log in. ``fast_start`` needs ``server_public``."""
+        if sock is not None:
+            reader, writer = await asyncio.open_connection(sock=sock)
+        else:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         try:
             client = await asyncio.wait_for(
                 cls._upgrade(reader, writer, private_key, f"{host}:{port}", path, websocket, fast_start, headers),

@@ -135,6 +135,7 @@ class DerpServer:
         keepalive: float = frames.KEEPALIVE_SECONDS,
         *,
         mesh_key: bytes | None = None,
+        keepalive_jitter: float = KEEPALIVE_JITTER,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         write_timeout: float | None = WRITE_TIMEOUT,
         queue_frames: int = DEFAULT_MAX_FRAMES,
@@ -143,6 +144,7 @@ class DerpServer:
         self.relay = Relay(private_key, mesh_key=mesh_key)
         self._verify = verify
         self._keepalive = keepalive
+        self._keepalive_jitter = keepalive_jitter
         self._handshake_timeout = handshake_timeout
         self._write_timeout = write_timeout
         self._queue_frames = queue_frames
@@ -169,6 +171,15 @@ class DerpServer:
     def packets_dropped(self) -> int:
         return sum(self.relay.stats.packets_dropped.values()) + self.adapter_stats.queue_drops
 
+    def buffered_bytes(self) -> int:
+        """Bytes waiting to go out, over all connections (queues plus socket write buffers)."""
+        total = 0
+        for client in self._clients.values():
+            total += client.queue.nbytes
+            if not client.stream.transport.is_closing():
+                total += client.stream.transport.get_write_buffer_size()
+        return total
+
     def stats(self) -> dict[str, int]:
         r = self.relay.stats
         a = self.adapter_stats
@@ -189,6 +200,7 @@ class DerpServer:
             "handshake_timeouts": a.handshake_timeouts,
             "write_timeouts": a.write_timeouts,
             "websocket_accepts": a.websocket_accepts,
+            "buffered_bytes": self.buffered_bytes(),
         }
 
     # --- control ------------------------------------------------------------------------
@@ -378,7 +390,7 @@ class DerpServer:
                 client.push(frames.KEEP_ALIVE_FRAME, True)
                 self._schedule_keepalive(client, loop)
 
-        client.keepalive = loop.call_later(self._keepalive + random.uniform(0, KEEPALIVE_JITTER), fire)
+        client.keepalive = loop.call_later(self._keepalive + random.uniform(0, self._keepalive_jitter), fire)
 
     def _forget(self, client: _Client) -> None:
         client.closed = True
