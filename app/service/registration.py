@@ -162,14 +162,12 @@ class Registrar:
         # A node re-running `tailscale up --authkey` with the same node key skips validation.
         if node is not None and node.auth_key_id == key.id and not node.is_expired(now):
             return self._response(node)
-        if key.revoked:
-            raise RegisterError("authkey revoked")
-        if key.is_expired(now):
-            raise RegisterError("authkey expired")
-        if key.used and not key.reusable:
-            raise RegisterError("authkey already used")
+        self._check_key(key, now)
 
         async with st.lock:
+            # Checked again under the lock: a concurrent registration may have used it meanwhile.
+            key = await st.db.get_pre_auth_key(key.id)
+            self._check_key(key, now)
             # Same machine and owner: update the existing node instead of creating another.
             existing = None
             if old_key:
@@ -203,10 +201,24 @@ class Registrar:
                 except Exception:
                     st.release_addresses(v4, v6)
                     raise
-            if not key.used:
+            if not key.reusable:
                 await st.db.use_pre_auth_key(key.id)
+            elif not key.used:
+                try:
+                    await st.db.use_pre_auth_key(key.id)
+                except StoreError:
+                    pass  # a reusable key only records that it was used once
         log.info("node %s registered with pre-auth key %s", node.id, key.masked)
         return self._response(node)
+
+    @staticmethod
+    def _check_key(key, now: datetime) -> None:
+        if key.revoked:
+            raise RegisterError("authkey revoked")
+        if key.is_expired(now):
+            raise RegisterError("authkey expired")
+        if key.used and not key.reusable:
+            raise RegisterError("authkey already used")
 
     def _node_expiry(self, requested: datetime | None, *, tagged: bool) -> datetime | None:
         if tagged:

