@@ -9,13 +9,13 @@ from .errors import Conflict, Invalid, MigrationError, NotFound, StoreError
 from .migrate import HEADSCALE_VERSION, MigrationReport, migrate_file
 
 __all__ = [
-    "Database",
+    "HEADSCALE_VERSION",
     "Conflict",
+    "Database",
     "Invalid",
     "MigrationError",
+    "MigrationReport",
     "NotFound",
     "StoreError",
-    "HEADSCALE_VERSION",
-    "MigrationReport",
     "migrate_file",
 ]

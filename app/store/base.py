@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, AsyncIterator, Iterable
+from typing import Any
 
 import aiosqlite
 

@@ -17,10 +17,9 @@ fraction length and return aware UTC datetimes.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-UTC = timezone.utc
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 
 
@@ -66,8 +65,7 @@ def _parse_time_slow(text: str) -> datetime | None:
     """Forms fromisoformat rejects: Go's " +0000 UTC" suffixes and 'T'-less odd spacing."""
     cleaned = text.strip()
     for suffix in (" UTC", " +0000"):
-        if cleaned.endswith(suffix):
-            cleaned = cleaned[: -len(suffix)]
+        cleaned = cleaned.removesuffix(suffix)
     cleaned = cleaned.replace(" +", "+").replace(" -", "-")
     try:
         value = datetime.fromisoformat(cleaned)

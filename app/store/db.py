@@ -18,6 +18,7 @@ never touched.
 from __future__ import annotations
 
 import asyncio
+
 import aiosqlite
 
 from app.core.clock import Clock, SystemClock
@@ -41,7 +42,7 @@ class Database(UserQueries, NodeQueries, PreAuthKeyQueries, ApiKeyQueries, Polic
         self.migration_report = report
 
     @classmethod
-    async def open(cls, path: str, *, clock: Clock | None = None, policy: str | None = None) -> "Database":
+    async def open(cls, path: str, *, clock: Clock | None = None, policy: str | None = None) -> Database:
         """Open (creating and migrating as needed). ``policy`` is the policy file's text when
         the policy lives in a file, for the one migration that reads it."""
         report = await asyncio.to_thread(migrate_path, path, policy=policy)
@@ -64,7 +65,7 @@ class Database(UserQueries, NodeQueries, PreAuthKeyQueries, ApiKeyQueries, Polic
         """True when the database answers (for the health endpoint)."""
         try:
             row = await self._fetchone("SELECT 1")
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure means "not healthy"
             return False
         return bool(row and row[0] == 1)
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Sequence
 
 from .codec import format_time
 from .errors import MigrationError, StoreError
@@ -136,7 +136,7 @@ def migrate(
     ``own`` replaces our migration list (tests); ``policy`` is the policy document when
     headscale's policy mode was ``file``."""
     own = tuple(load_own() if own is None else own)
-    ctx = Context(policy=policy, now=format_time(now or datetime.now(timezone.utc)) or "")
+    ctx = Context(policy=policy, now=format_time(now or datetime.now(UTC)) or "")
     conn.execute("PRAGMA foreign_keys = OFF")
     conn.execute("BEGIN IMMEDIATE")
     try:

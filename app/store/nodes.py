@@ -10,8 +10,9 @@ deletes node rows outright).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from app.core.model import Node
 

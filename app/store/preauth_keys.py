@@ -11,8 +11,9 @@ the key and checks the secret; whether it is expired or used up is the caller's 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from app.core.model import PreAuthKey
 

@@ -70,9 +70,8 @@ def index_statements(table: str) -> list[str]:
     out = []
     for stmt in schema_statements():
         upper = stmt.upper()
-        if upper.startswith("CREATE INDEX") or upper.startswith("CREATE UNIQUE INDEX"):
-            if f" ON {table}(" in stmt:
-                out.append(stmt)
+        if upper.startswith(("CREATE INDEX", "CREATE UNIQUE INDEX")) and f" ON {table}(" in stmt:
+            out.append(stmt)
     return out
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from app.store import Database
 
 ROOT = Path(__file__).resolve().parents[2]
 DUMPS = ROOT.parent / "shared" / "testdata" / "headscale-sqlite"
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def dump_paths() -> list[Path]:

@@ -7,7 +7,7 @@ Expectations per dump mirror headscale's own hscontrol/db/db_test.go
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -78,7 +78,7 @@ async def test_failing_node_preauth_constraint(tmp_path):
         assert [(u.id, u.name, u.display_name, u.email) for u in users] == [
             (1, "username_1", "display_name_1", "email_1@example.com")
         ]
-        assert users[0].created_at == datetime(2023, 3, 30, 23, 8, 54, 151102, tzinfo=timezone.utc)
+        assert users[0].created_at == datetime(2023, 3, 30, 23, 8, 54, 151102, tzinfo=UTC)
         assert len(await db.list_api_keys()) == 2
         nodes = await db.list_nodes()
         assert len(nodes) == 6
@@ -94,7 +94,7 @@ async def test_failing_node_preauth_constraint(tmp_path):
             "hostname_1", "given_name1", "100.64.0.1", "fd7a:115c:a1e0::1")
         assert n1.tags == ("tag:sshclient", "tag:ssh")
         assert n1.register_method == "cli"
-        assert n1.last_seen == datetime(2025, 2, 5, 16, 46, 13, 960213, tzinfo=timezone.utc)
+        assert n1.last_seen == datetime(2025, 2, 5, 16, 46, 13, 960213, tzinfo=UTC)
         assert n1.hostinfo == {} and n1.endpoints == ()
     finally:
         await db.close()
@@ -136,9 +136,9 @@ async def test_zero_time_expiry_is_cleared(tmp_path):
         assert len(nodes) == 5
         assert nodes["node1"].expiry is None and not nodes["node1"].is_expired(T0)
         assert nodes["node2"].expiry is None
-        assert nodes["node3"].expiry == datetime(2099, 1, 1, tzinfo=timezone.utc)
+        assert nodes["node3"].expiry == datetime(2099, 1, 1, tzinfo=UTC)
         assert not nodes["node3"].is_expired(T0)
-        assert nodes["node4"].expiry == datetime(2020, 1, 1, tzinfo=timezone.utc)
+        assert nodes["node4"].expiry == datetime(2020, 1, 1, tzinfo=UTC)
         assert nodes["node4"].is_expired(T0)
         assert nodes["node5"].expiry is None
     finally:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,21 +17,21 @@ def key(prefix: str, n: int) -> str:
 
 
 def make_node(n: int, user_id: int | None, **kw) -> Node:
-    base = dict(
-        id=0,
-        machine_key=key("mkey:", n),
-        node_key=key("nodekey:", n),
-        disco_key=key("discokey:", n),
-        hostname=f"host{n}",
-        given_name=f"host{n}",
-        user_id=user_id,
-        ipv4=f"100.64.0.{n}",
-        ipv6=f"fd7a:115c:a1e0::{n}",
-        endpoints=("192.0.2.1:41641", "[2001:db8::1]:41641"),
-        hostinfo={"Hostname": f"host{n}", "OS": "linux", "RoutableIPs": ["10.0.0.0/24"],
-                  "NetInfo": {"PreferredDERP": 1}},
-        register_method=RegisterMethod.CLI,
-    )
+    base = {
+        "id": 0,
+        "machine_key": key("mkey:", n),
+        "node_key": key("nodekey:", n),
+        "disco_key": key("discokey:", n),
+        "hostname": f"host{n}",
+        "given_name": f"host{n}",
+        "user_id": user_id,
+        "ipv4": f"100.64.0.{n}",
+        "ipv6": f"fd7a:115c:a1e0::{n}",
+        "endpoints": ("192.0.2.1:41641", "[2001:db8::1]:41641"),
+        "hostinfo": {"Hostname": f"host{n}", "OS": "linux", "RoutableIPs": ["10.0.0.0/24"],
+                     "NetInfo": {"PreferredDERP": 1}},
+        "register_method": RegisterMethod.CLI,
+    }
     base.update(kw)
     return Node(**base)
 
@@ -39,7 +39,7 @@ def make_node(n: int, user_id: int | None, **kw) -> Node:
 async def test_insert_get_roundtrip(db, clock):
     user = await db.create_user("alice")
     clock.advance(5)
-    expiry = datetime(2026, 6, 1, 12, 30, 15, 123456, tzinfo=timezone.utc)
+    expiry = datetime(2026, 6, 1, 12, 30, 15, 123456, tzinfo=UTC)
     node = make_node(1, user.id, expiry=expiry, last_seen=T0, approved_routes=("10.0.0.0/24",))
     stored = await db.insert_node(node)
     assert stored.id == 1
@@ -57,7 +57,7 @@ async def test_insert_get_roundtrip(db, clock):
 
 async def test_columns_are_stored_as_headscale_stores_them(db):
     user = await db.create_user("alice")
-    await db.insert_node(make_node(1, user.id, expiry=datetime(2026, 6, 1, 0, 0, 0, 500000, tzinfo=timezone.utc)))
+    await db.insert_node(make_node(1, user.id, expiry=datetime(2026, 6, 1, 0, 0, 0, 500000, tzinfo=UTC)))
     await db.insert_node(make_node(2, None, tags=("tag:a", "tag:b"), ipv6=None, hostinfo=None, endpoints=()))
     async with db._read() as conn:
         rows = await conn.execute_fetchall(

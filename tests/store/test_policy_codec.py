@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -9,8 +9,6 @@ from app.store import Database
 from app.store.codec import ZERO_TIME, decode_list, format_time, parse_bool, parse_time
 
 from .conftest import T0
-
-UTC = timezone.utc
 
 
 async def test_policy_get_set(db, clock):

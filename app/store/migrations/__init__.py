@@ -21,9 +21,9 @@ from __future__ import annotations
 import importlib.util
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 OWN_PREFIX = "pyheadscale-"
 _OWN_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(sql|py)$")

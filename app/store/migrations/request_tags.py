@@ -101,7 +101,7 @@ class TagOwners:
         return out
 
     def _resolve_user(self, token: str) -> int | None:
-        wanted = token[:-1] if token.endswith("@") else token
+        wanted = token.removesuffix("@")
         matches = []
         for user in self._users:
             if user.provider_identifier is not None and user.provider_identifier == wanted:
