@@ -24,6 +24,7 @@ import aiosqlite
 from app.core.clock import Clock, SystemClock
 
 from .api_keys import ApiKeyQueries
+from .errors import Invalid
 from .migrate import MigrationReport, migrate_path
 from .nodes import NodeQueries
 from .policy import PolicyQueries
@@ -44,7 +45,10 @@ class Database(UserQueries, NodeQueries, PreAuthKeyQueries, ApiKeyQueries, Polic
     @classmethod
     async def open(cls, path: str, *, clock: Clock | None = None, policy: str | None = None) -> Database:
         """Open (creating and migrating as needed). ``policy`` is the policy file's text when
-        the policy lives in a file, for the one migration that reads it."""
+        the policy lives in a file, for the one migration that reads it. ``path`` must be a
+        file: migration runs on its own connection first, which ``:memory:`` cannot share."""
+        if path == ":memory:" or path.startswith("file::memory:"):
+            raise Invalid("Database.open needs a file path, not an in-memory database", entity="database")
         report = await asyncio.to_thread(migrate_path, path, policy=policy)
         conn = await aiosqlite.connect(path, isolation_level=None)
         try:

@@ -29,7 +29,7 @@ from .codec import format_time
 from .errors import MigrationError, StoreError
 from .migrations import OWN_PREFIX, Context, Migration, headscale_migrations, load_own
 from .migrations.headscale import LEGACY_IDS, has_table
-from .schema import FOREIGN_TABLES, layout_diff_against, read_layout, schema_statements
+from .schema import FOREIGN_TABLES, create_statement, layout_diff_against, read_layout, schema_statements
 
 # The headscale release whose layout we keep; stored in database_versions for headscale's
 # own upgrade-path check (it allows the same minor and the next one).
@@ -98,7 +98,7 @@ def _store_version(conn: sqlite3.Connection, now: str) -> None:
         )
 
 
-def _create_fresh(conn: sqlite3.Connection, ctx: Context) -> list[str]:
+def _create_fresh(conn: sqlite3.Connection) -> list[str]:
     for stmt in schema_statements():
         words = stmt.split(None, 3)
         if len(words) > 2 and words[1].upper() == "TABLE" and words[2].split("(")[0] == "migrations":
@@ -137,19 +137,24 @@ def migrate(
     headscale's policy mode was ``file``."""
     own = tuple(load_own() if own is None else own)
     ctx = Context(policy=policy, now=format_time(now or datetime.now(UTC)) or "")
-    conn.execute("PRAGMA foreign_keys = OFF")
-    conn.execute("BEGIN IMMEDIATE")
+    fk_before = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+    conn.execute("PRAGMA foreign_keys = OFF")  # no-op inside a transaction: set it first
     try:
-        report = _migrate_in_transaction(conn, own, ctx)
-        conn.execute("COMMIT")
-        return report
-    except BaseException as exc:
-        conn.execute("ROLLBACK")
-        if isinstance(exc, StoreError):
-            raise
-        if isinstance(exc, Exception):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            report = _migrate_in_transaction(conn, own, ctx)
+            conn.execute("COMMIT")
+            return report
+        except BaseException as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite already rolled back (e.g. disk full)
+            if isinstance(exc, StoreError) or not isinstance(exc, Exception):
+                raise
             raise MigrationError(f"migration failed, database left unchanged: {exc}", entity="database") from exc
-        raise
+    finally:
+        conn.execute(f"PRAGMA foreign_keys = {'ON' if fk_before else 'OFF'}")
 
 
 def _migrate_in_transaction(conn: sqlite3.Connection, own: Sequence[Migration], ctx: Context) -> MigrationReport:
@@ -164,7 +169,7 @@ def _migrate_in_transaction(conn: sqlite3.Connection, own: Sequence[Migration], 
 
     applied: list[str] = []
     if start == "fresh":
-        _create_fresh(conn, ctx)
+        _create_fresh(conn)
         applied.append("SCHEMA_INIT")
     recorded = set(_recorded(conn))
     known = LEGACY_IDS | {m.id for m in headscale_migrations()} | {m.id for m in own}
@@ -192,9 +197,7 @@ def _migrate_in_transaction(conn: sqlite3.Connection, own: Sequence[Migration], 
         recorded.add(mig.id)
         applied.append(mig.id)
 
-    if not has_table(conn, "database_versions"):
-        from .schema import create_statement
-
+    if not has_table(conn, "database_versions"):  # headscale < 0.29 did not have it
         conn.execute(create_statement("database_versions"))
     problems = _target_diff(conn, own, ctx)
     if problems:

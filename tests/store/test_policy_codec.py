@@ -69,3 +69,10 @@ async def test_open_twice_is_idempotent(tmp_path, clock):
     assert [u.name for u in await second.list_users()] == ["alice"]
     assert await second.ping()
     await second.close()
+
+
+async def test_in_memory_paths_are_refused():
+    from app.store import Invalid
+
+    with pytest.raises(Invalid):
+        await Database.open(":memory:")
