@@ -111,6 +111,7 @@ class ControlRoutes:
             old.close()
         st.set_online(node_id, True)
         metrics.SESSIONS.inc()
+        log.info("map session %d started for node %d", session.serial, node_id)
         try:
             await resp.start(200, [("content-type", JSON)])
             started = asyncio.get_running_loop().time()
@@ -134,6 +135,7 @@ class ControlRoutes:
                 elif item:
                     await resp.send(item)
                     metrics.MAP_SENT.labels("delta").inc()
+                session.messages_sent += 1
         except StreamClosed:
             pass
         finally:

@@ -24,7 +24,23 @@ FIRST_MAP_SECONDS = Histogram("headscale_first_map_seconds", "Time to build and 
                               buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=REGISTRY)
 HTTP_SECONDS = Histogram("headscale_http_request_duration_seconds", "HTTP request latency", ["route", "status"],
                          registry=REGISTRY)
-DERP_CLIENTS = Gauge("headscale_derp_clients", "Connected DERP clients", registry=REGISTRY)
+
+
+class _DerpCollector:
+    def __init__(self, derp) -> None:
+        self.derp = derp
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        s = self.derp.stats()
+        yield GaugeMetricFamily("headscale_derp_clients", "Connected DERP clients", value=s["clients_connected"])
+        for name in ("packets_relayed", "bytes_relayed", "packets_dropped", "clients_refused", "connections_total"):
+            yield CounterMetricFamily(f"headscale_derp_{name}", f"DERP {name.replace('_', ' ')}", value=s[name])
+
+
+def register_derp(derp) -> None:
+    REGISTRY.register(_DerpCollector(derp))
 
 
 def render() -> bytes:

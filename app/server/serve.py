@@ -162,6 +162,9 @@ def _setup_derp(services: Services) -> None:
         return node is not None and not node.is_expired(state.now())
 
     services.derp = DerpServer(private, verify if cfg.derp.server.verify_clients else None)
+    # A deleted or expired node loses its relay connection at once.
+    state.removed_hooks.append(lambda node: services.derp.close_client(node.node_key))
+    metrics.register_derp(services.derp)
 
     def hostnames() -> list[str]:
         out = []
@@ -221,7 +224,7 @@ async def start(services: Services) -> None:
         services.addresses["unix"] = path
 
     if cfg.metrics_listen_addr:
-        medge = Edge(create_metrics_app(), upgrades={})
+        medge = Edge(create_metrics_app(services), upgrades={})
         services.edges.append(medge)
         mhost, mport = split_hostport(cfg.metrics_listen_addr, 9090)
         msrv = await medge.listen_tcp(mhost, mport)
@@ -301,8 +304,6 @@ async def _gauges(s: Services) -> None:
         metrics.NODES.set(len(s.state.nodes))
         metrics.NODES_ONLINE.set(len(s.state.online))
         metrics.NOISE_CONNECTIONS.set(s.ts2021.connections)
-        if s.derp is not None:
-            metrics.DERP_CLIENTS.set(getattr(s.derp, "client_count", 0))
         await asyncio.sleep(5.0)
 
 

@@ -86,11 +86,26 @@ def create_app(services) -> Quart:
     return app
 
 
-def create_metrics_app() -> Quart:
+def create_metrics_app(services=None) -> Quart:
+    """The private listener: /metrics, and /debug pages showing what the server sent."""
     app = Quart("headscale-metrics")
 
     @app.get("/metrics")
     async def metrics_route():
         return Response(metrics.render(), content_type="text/plain; version=0.0.4")
+
+    @app.get("/debug/sessions")
+    async def debug_sessions():
+        sessions = services.batcher.sessions if services else {}
+        body = {
+            str(nid): {"serial": s.serial, "peers": sorted(s.sent_peers), "messages": s.messages_sent}
+            for nid, s in sorted(sessions.items())
+        }
+        return Response(json.dumps(body), content_type="application/json")
+
+    @app.get("/debug/derp")
+    async def debug_derp():
+        stats = services.derp.stats() if services and services.derp is not None else {}
+        return Response(json.dumps(stats), content_type="application/json")
 
     return app

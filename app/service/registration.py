@@ -55,6 +55,7 @@ class Registrar:
         try:
             return await self._register(machine_key, req)
         except RegisterError as exc:
+            log.info("register refused for %s: %s", keys.short(machine_key), exc)
             return {"Error": str(exc)}
 
     def _response(self, node: Node, *, authorized: bool = True) -> dict[str, Any]:

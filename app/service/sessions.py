@@ -29,6 +29,9 @@ log = logging.getLogger("headscale.map")
 QUEUE_LIMIT = 64     # pending messages before a slow session is resynchronised with a full map
 
 
+_serials = iter(range(1, 1 << 62))
+
+
 class MapSession:
     def __init__(self, node_id: int, capver: int, *, keepalive: tuple[float, float] = (50.0, 59.0)) -> None:
         self.node_id = node_id
@@ -44,6 +47,7 @@ class MapSession:
         self.sent_users: set[int] = set()
         self.needs_full = True
         self.messages_sent = 0
+        self.serial = next(_serials)      # distinguishes a reconnect from the same session
 
     def push(self, message: bytes) -> None:
         if self.queue.qsize() >= QUEUE_LIMIT:

@@ -52,6 +52,7 @@ class State:
         self.derp_map: dict[str, Any] = {"Regions": {}}
         self.settings = MapSettings()
         self.listeners: list[Callable[[Change], None]] = []
+        self.removed_hooks: list[Callable[[Node], None]] = []   # e.g. drop the node's DERP connection
         self.v4 = Allocator(cfg.prefixes.v4, cfg.prefixes.allocation) if cfg.prefixes.v4 else None
         self.v6 = Allocator(cfg.prefixes.v6, cfg.prefixes.allocation) if cfg.prefixes.v6 else None
         self.version = 0   # bumped on every committed change; caches key on it
@@ -102,6 +103,8 @@ class State:
             for alloc, addr in ((self.v4, node.ipv4), (self.v6, node.ipv6)):
                 if alloc:
                     alloc.release(addr)
+            for hook in self.removed_hooks:
+                hook(node)
         return node
 
     def _recompute_routes(self) -> bool:

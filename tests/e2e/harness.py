@@ -101,7 +101,7 @@ class Server:
         cfg = {
             "server_url": self.url,
             "listen_addr": f"0.0.0.0:{self.port}",
-            "metrics_listen_addr": "",
+            "metrics_listen_addr": "127.0.0.1:9090",
             "noise": {"private_key_path": str(self.dir / "noise_private.key")},
             "prefixes": {"v4": "100.64.0.0/10", "v6": "fd7a:115c:a1e0::/48", "allocation": "sequential"},
             "database": {"type": "sqlite", "sqlite": {"path": str(self.dir / "db.sqlite")}},
@@ -163,6 +163,43 @@ class Server:
 
     def nodes(self) -> list[dict]:
         return self.cli_json("nodes", "list")
+
+    def debug(self, page: str) -> dict:
+        r = self.ns.run(["curl", "-s", "-m", "5", f"http://127.0.0.1:9090/debug/{page}"], check=False)
+        return json.loads(r.stdout or "{}")
+
+    def create_key(self, user: str = "alice", *extra: str) -> str:
+        users = {u["name"]: u["id"] for u in self.cli_json("users", "list")}
+        if user not in users:
+            users[user] = self.cli_json("users", "create", user)["id"]
+        return self.cli_json("preauthkeys", "create", "-u", str(users[user]), *extra)["key"]
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+
+def two_node_caddyfile(url: str, key: str, state: Path, *, extra_sites: str = "", ephemeral: bool = False) -> str:
+    """nodea and nodeb in one process; 127.0.0.1:18081 reaches nodea's :80 through nodeb."""
+    eph = "\t\tephemeral\n" if ephemeral else ""
+    return (
+        "{\n\tadmin off\n\tauto_https off\n\ttailscale {\n"
+        f"\t\tcontrol_url {url}\n\t\tauth_key {key}\n\t\tstate_dir {state}\n{eph}"
+        "\t\tnodeb {\n\t\t\thostname nodeb\n\t\t}\n\t}\n}\n"
+        ":80 {\n\tbind tailscale/nodea\n\trespond \"hello from nodea\"\n}\n"
+        ":80 {\n\tbind tailscale/nodeb\n\trespond \"hello from nodeb\"\n}\n"
+        ":18081 {\n\tbind 127.0.0.1\n\treverse_proxy http://nodea:80 {\n\t\ttransport tailscale nodeb\n\t}\n}\n"
+        + extra_sites
+    )
+
+
+def proxy_site(port: int, target: str, via: str = "nodeb") -> str:
+    return (f":{port} {{\n\tbind 127.0.0.1\n\treverse_proxy {target} {{\n"
+            f"\t\ttransport tailscale {via}\n\t}}\n}}\n")
+
+
+def fetch(ns: "Netns", port: int) -> str:
+    r = ns.run(["curl", "-s", "-m", "5", f"http://127.0.0.1:{port}/"], check=False, timeout=15)
+    return r.stdout
 
 
 class TsnetNode:
