@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import datetime, timezone
-from typing import IO, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import IO, Any
 
 from app.cli import output
 from app.cli.client import ApiClient, CliError
@@ -34,7 +35,7 @@ class Context:
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
-        self.now = now or (lambda: datetime.now(timezone.utc))
+        self.now = now or (lambda: datetime.now(UTC))
         self.output: str = getattr(args, "output", "") or ""
         self.force: bool = bool(getattr(args, "force", False))
         self._config: Config | None = None
@@ -96,4 +97,13 @@ class Context:
         self.stderr.write(f"{prompt} [y/n] ")
         self.stderr.flush()
         answer = self.stdin.readline()
+        if not _isatty(self.stdin):  # the answer was not typed: end the prompt line ourselves
+            self.stderr.write("\n")
         return answer.strip().lower() in ("y", "yes")
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

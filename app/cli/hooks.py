@@ -15,7 +15,8 @@ so work that needs them is handed over through these callables.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 offline_policy: Callable[[str, Any, str | None], str] | None = None
 serve: Callable[[list[str]], int] | None = None

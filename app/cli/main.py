@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import IO, Callable, Mapping
+from typing import IO
 
 from app.cli.client import CliError
 from app.cli.commands import auth, keys, local, nodes, policy, users

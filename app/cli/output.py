@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import yaml
@@ -74,10 +74,10 @@ def parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
+        t = t.replace(tzinfo=UTC)
     if t.year <= 1:
         return None
-    return t.astimezone(timezone.utc)
+    return t.astimezone(UTC)
 
 
 def fmt_time(value: Any, missing: str = "") -> str:
@@ -86,7 +86,7 @@ def fmt_time(value: Any, missing: str = "") -> str:
 
 
 def rfc3339(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def short_key(text: Any) -> str:

@@ -4,7 +4,7 @@ backfillips."""
 from __future__ import annotations
 
 import argparse
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
 from app.cli.client import CliError, segment
@@ -90,7 +90,7 @@ def node_row(ctx: Any, n: dict) -> list[str]:
         fmt_time(n.get("lastSeen")),
         fmt_time(n.get("expiry"), "N/A"),
         "online" if n.get("online") else "offline",
-        "yes" if expiry is not None and expiry < ctx.now().astimezone(timezone.utc) else "no",
+        "yes" if expiry is not None and expiry < ctx.now().astimezone(UTC) else "no",
     ]
 
 

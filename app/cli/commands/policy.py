@@ -61,7 +61,7 @@ def _offline(ctx: Any, action: str, text: str | None) -> str:
         return hooks.offline_policy(action, ctx.config(), text) or ""
     except CliError:
         raise
-    except Exception as e:  # the hook reports its problems as exceptions
+    except Exception as e:  # noqa: BLE001 - the hook reports any problem as an exception
         raise CliError(str(e) or e.__class__.__name__) from None
 
 
