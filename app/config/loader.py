@@ -64,20 +64,14 @@ def load_config(
     config.yaml in /etc/headscale, ~/.headscale and the current directory; no file at all means
     defaults. ``env``: the environment (default ``os.environ``). ``overrides``: dotted or nested
     keys that win over everything. Raises :class:`ConfigError` listing every problem. With
-    ``validate=False`` nothing is raised: unusable values fall back to their defaults and the
-    problems are kept in ``cfg.problems`` (the CLI uses this: it only needs a few keys).
+    ``validate=False`` only a missing or unreadable file raises: unusable values fall back to
+    their defaults and the problems are kept in ``cfg.problems`` (the CLI uses this: it only
+    needs a few keys).
     """
     env = os.environ if env is None else env
     if path is None:
         path = find_config_file(env, search_dirs)
-    data: dict = {}
-    if path is not None:
-        try:
-            data = read_file(path)
-        except ConfigError:
-            if validate:
-                raise
-            data = {}
+    data = read_file(path) if path is not None else {}  # an unreadable file is always fatal
     return build_config(data, env, overrides=overrides, source_path=path, validate=validate)
 
 
