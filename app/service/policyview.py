@@ -19,9 +19,13 @@ class PolicyView(Protocol):
     def cap_map(self, node_id: int) -> dict[str, Any]: ...
     def auto_approved_routes(self, node: Node) -> set[str]: ...
     def node_can_have_tag(self, node: Node, tag: str) -> bool: ...
+    def routes_for(self, viewer_id: int, peer_id: int, offered: list[str]) -> list[str]: ...
 
 
 class AllowAll:
+    def routes_for(self, viewer_id: int, peer_id: int, offered: list[str]) -> list[str]:
+        return offered
+
     def peers(self, node_id: int) -> None:
         return None
 
@@ -63,12 +67,24 @@ class CompiledView:
     def node_can_have_tag(self, node: Node, tag: str) -> bool:
         return self.compiled.node_can_have_tag(node, tag)
 
+    def routes_for(self, viewer_id: int, peer_id: int, offered: list[str]) -> list[str]:
+        """The subset of a peer's offered routes the viewer may use under the policy."""
+        if not offered:
+            return offered
+        allowed = set(self.compiled.allowed_ips_for_peer(viewer_id, peer_id, offered))
+        return [r for r in offered if r in allowed]
 
-def compile_view(source: str | None, users: list[User], nodes: list[Node], server_url: str) -> PolicyView:
-    """Parse and compile ``source`` (None = no policy). Raises app.core.policy.PolicyError."""
-    if source is None or not source.strip():
+
+def compile_view(source: str | None, users: list[User], nodes: list[Node], server_url: str,
+                 *, run_tests: bool = True) -> PolicyView:
+    """Parse and compile ``source`` (None = no policy). Raises app.core.policy.PolicyError.
+
+    The policy's own ``tests`` run when a policy is set or reloaded (``run_tests``), not on
+    every recompilation after a node or user change.
+    """
+    if source is None:
         return AllowAll()
     from app.core.policy import compile_policy, parse_policy
 
     policy = parse_policy(source)
-    return CompiledView(compile_policy(policy, users, nodes, server_url=server_url))
+    return CompiledView(compile_policy(policy, users, nodes, server_url=server_url, run_tests=run_tests))

@@ -45,6 +45,7 @@ class MapSession:
         self.sent_dns: Any = None
         self.sent_capmap: Any = None
         self.sent_users: set[int] = set()
+        self.sent_routes: dict[int, tuple[str, ...]] = {}   # per peer, when it offers routes
         self.needs_full = True
         self.messages_sent = 0
         self.serial = next(_serials)      # distinguishes a reconnect from the same session
@@ -75,19 +76,35 @@ class Mapper:
         self.state = state
         self._peer_cache: dict[int, tuple[Node, bool, tuple[str, ...], bytes]] = {}
 
-    def peer_blob(self, node: Node) -> bytes:
+    def routes_for(self, viewer_id: int, peer_id: int) -> tuple[str, ...]:
+        offered = self.state.routes_of(peer_id)
+        if not offered:
+            return ()
+        return tuple(self.state.policy.routes_for(viewer_id, peer_id, offered))
+
+    def peer_blob(self, node: Node, routes: tuple[str, ...] = ()) -> bytes:
+        """The encoded peer entry; shared by every viewer that gets the same routes."""
         st = self.state
         online = node.id in st.online
-        routes = tuple(st.routes_of(node.id))
-        hit = self._peer_cache.get(node.id)
-        if hit is not None and hit[0] is node and hit[1] == online and hit[2] == routes:
+        key = (node.id, routes)
+        hit = self._peer_cache.get(key)
+        if hit is not None and hit[0] is node and hit[1] == online:
             return hit[3]
         blob = encode_json(builder.tail_node(node, st.settings, routes=list(routes), online=online, now=st.now()))
-        self._peer_cache[node.id] = (node, online, routes, blob)
+        self._peer_cache[key] = (node, online, routes, blob)
         return blob
 
+    def viewer_blob(self, session: "MapSession", node: Node) -> bytes:
+        routes = self.routes_for(session.node_id, node.id)
+        if routes:
+            session.sent_routes[node.id] = routes
+        else:
+            session.sent_routes.pop(node.id, None)
+        return self.peer_blob(node, routes)
+
     def forget(self, node_id: int) -> None:
-        self._peer_cache.pop(node_id, None)
+        for key in [k for k in self._peer_cache if k[0] == node_id]:
+            del self._peer_cache[key]
 
     def self_node(self, node: Node, capver: int) -> dict[str, Any]:
         st = self.state
@@ -129,8 +146,10 @@ class Mapper:
         session.sent_ssh = head.get("SSHPolicy")
         session.sent_dns = head["DNSConfig"]
         session.sent_users = {p["ID"] for p in head["UserProfiles"]}
+        session.sent_capmap = st.policy.cap_map(node.id)
         session.needs_full = False
-        blobs = [self.peer_blob(st.nodes[p]) for p in sorted(peers)]
+        session.sent_routes = {}
+        blobs = [self.viewer_blob(session, st.nodes[p]) for p in sorted(peers)]
         return builder.assemble(head, "Peers", blobs)
 
     def delta(self, session: MapSession, change: Change) -> dict[str, Any] | None:
@@ -155,6 +174,11 @@ class Mapper:
         added = visible - sent
         removed = (sent - visible) | (change.peers_removed & sent)
         changed = (change.peers_changed & visible) | added
+        if change.policy:
+            # Routers whose usable routes for this viewer moved with the policy.
+            for p, offered in st.served.items():
+                if offered and p in visible and self.routes_for(nid, p) != session.sent_routes.get(p, ()):
+                    changed.add(p)
         if changed:
             out["PeersChanged"] = [st.nodes[p] for p in sorted(changed)]
         if removed:
@@ -196,13 +220,13 @@ class Mapper:
         session.sent_peers = visible
         return out
 
-    def encode_delta(self, delta: dict[str, Any], control_time: str) -> bytes:
+    def encode_delta(self, session: MapSession, delta: dict[str, Any], control_time: str) -> bytes:
         """Encode a delta; PeersChanged entries reuse the cached peer blobs."""
         peers = delta.pop("PeersChanged", None)
         delta["ControlTime"] = control_time
         if peers is None:
             return encode_json(delta)
-        return builder.assemble(delta, "PeersChanged", [self.peer_blob(n) for n in peers])
+        return builder.assemble(delta, "PeersChanged", [self.viewer_blob(session, n) for n in peers])
 
 
 class Batcher:
@@ -267,7 +291,7 @@ class Batcher:
                 continue
             if delta is None:
                 continue
-            raw = self.mapper.encode_delta(delta, control_time)
+            raw = self.mapper.encode_delta(session, delta, control_time)
             msg = encoded.get(raw)
             if msg is None:
                 msg = encoded[raw] = frame(raw)

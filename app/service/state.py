@@ -107,9 +107,12 @@ class State:
                 hook(node)
         return node
 
-    def _recompute_routes(self) -> bool:
+    def _recompute_routes(self) -> set[int]:
+        """Re-elect primary routers; returns the nodes whose offered routes changed."""
         new = elect_primaries(self.served, self.online, self.primaries)
-        changed = new != self.primaries
+        changed = {nid for prefix in set(new) | set(self.primaries)
+                   for nid in (new.get(prefix), self.primaries.get(prefix))
+                   if nid is not None and new.get(prefix) != self.primaries.get(prefix)}
         self.primaries = new
         return changed
 
@@ -127,7 +130,8 @@ class State:
             return False
         try:
             self.policy = compile_view(
-                self.policy_source, list(self.users.values()), list(self.nodes.values()), self.cfg.server_url
+                self.policy_source, list(self.users.values()), list(self.nodes.values()), self.cfg.server_url,
+                run_tests=False,
             )
         except Exception as exc:  # a policy that stops compiling keeps the previous view
             log.warning("policy no longer compiles against current nodes/users: %s", exc)
@@ -294,9 +298,9 @@ class State:
             node = dataclasses.replace(node, updated_at=self.now())
             await self.db.update_node(node)
             self._put(node)
-            self._recompute_routes()
+            moved = self._recompute_routes() | {node_id}
             policy = self._refresh_policy_nodes()
-            self._emit(Change(peers_changed=set(self.nodes), self_changed={node_id}, policy=policy))
+            self._emit(Change(peers_changed=moved, self_changed=moved, policy=policy))
             return node
 
     async def delete_node(self, node_id: int) -> None:
@@ -403,7 +407,9 @@ class State:
             await self.db.update_node(updated)
             self._put(updated)
             if policy:
-                self._recompute_routes()
+                moved = self._recompute_routes()
+                change.peers_changed |= moved
+                change.self_changed |= moved
                 change.policy = self._refresh_policy_nodes() or True
             self._emit(change)
             return updated
@@ -423,8 +429,9 @@ class State:
             node = self.nodes[node_id]
             self.nodes[node_id] = dataclasses.replace(node, last_seen=self.now())
         change = Change(online={node_id: online})
-        if self._recompute_routes():
-            change.peers_changed |= set(self.nodes)
+        moved = self._recompute_routes()
+        change.peers_changed |= moved
+        change.self_changed |= moved
         self._emit(change)
 
     async def persist_last_seen(self, node_id: int) -> None:

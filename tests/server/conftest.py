@@ -59,9 +59,12 @@ class Stream:
             self.messages.append(msg)
             self.new.set()
 
-    async def wait(self, pred, timeout: float = 5.0) -> dict:
+    def mark(self) -> int:
+        return len(self.messages)
+
+    async def wait(self, pred, timeout: float = 5.0, after: int = 0) -> dict:
         async def loop():
-            seen = 0
+            seen = after
             while True:
                 for m in self.messages[seen:]:
                     if pred(m):
