@@ -231,7 +231,7 @@ def test_yaml_file_values_and_relative_paths(tmp_path):
         server_url: https://hs.example.com
         listen_addr: 0.0.0.0:8080
         noise:
-          private_key_path: keys/noise.key
+          private_key_path: ./keys/noise.key
         database:
           sqlite:
             path: /abs/db.sqlite
@@ -251,6 +251,12 @@ def test_yaml_file_values_and_relative_paths(tmp_path):
     assert cfg.dns.nameservers.split["corp.example"] == ("10.0.0.53",)
     assert cfg.dns.extra_records[0]["value"] == "100.64.0.3"
     assert cfg.unix_socket_permission == 0o750
+
+
+def test_keys_are_case_insensitive_like_viper(tmp_path):
+    cfg = load(tmp_path, {"Server_URL": "https://hs.example.com", "DNS": {"Base_Domain": "t.example",
+                                                                         "override_local_dns": False}})
+    assert cfg.server_url == "https://hs.example.com" and cfg.dns.base_domain == "t.example"
 
 
 def test_json_file(tmp_path):

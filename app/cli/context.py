@@ -11,10 +11,11 @@ from typing import IO, Any
 
 from app.cli import output
 from app.cli.client import ApiClient, CliError
-from app.config import Config, ConfigError, load_config
+from app.config import Config, ConfigError, dev_config, load_config
 
 # Keys the client itself needs; a problem with one of them stops every remote command.
 CLIENT_KEYS = ("unix_socket", "cli.")
+DEV_DATA_DIR = "data"  # `make run` / `headscale serve --dev` keep everything here
 
 
 class Context:
@@ -47,7 +48,10 @@ class Context:
         """The config as the CLI needs it: server-side problems are not the CLI's business."""
         if self._config is None:
             try:
-                cfg = load_config(getattr(self.args, "config", None) or None, self.env, validate=False)
+                if getattr(self.args, "dev", False):
+                    cfg = dev_config(os.path.abspath(DEV_DATA_DIR))
+                else:
+                    cfg = load_config(getattr(self.args, "config", None) or None, self.env, validate=False)
             except ConfigError as e:
                 raise CliError("loading configuration: " + "; ".join(e.problems)) from None
             mine = [p for p in cfg.problems if p.startswith(CLIENT_KEYS)]

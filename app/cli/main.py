@@ -51,6 +51,8 @@ def _global_flags(p: argparse.ArgumentParser, suppress: bool) -> None:
                    help="Output format. Empty for human-readable, 'json', 'json-line' or 'yaml'")
     p.add_argument("--force", action="store_true", default=d if suppress else False,
                    help="Disable prompts and forces the execution")
+    p.add_argument("--dev", action="store_true", default=d if suppress else False,
+                   help="Use the embedded development configuration (./data, as `make run`)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -157,7 +157,8 @@ def read_file(path: str) -> dict:
 
 def _walk(node: dict, prefix: str, out: dict[str, Any], unknown: list[str], problems: list[str]) -> None:
     for k, v in node.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
+        name = str(k).lower()  # viper's keys are case-insensitive
+        key = f"{prefix}.{name}" if prefix else name
         if key in BY_NAME:
             if v is not None:
                 out[key] = v
@@ -237,7 +238,7 @@ def build_config(
         base = os.path.dirname(os.path.abspath(source_path))
         for s in ACTIVE:
             if s.type.is_path and values[s.name] and not os.path.isabs(values[s.name]):
-                values[s.name] = os.path.join(base, values[s.name])
+                values[s.name] = os.path.normpath(os.path.join(base, values[s.name]))
 
     cross_problems, cross_warnings = validation.validate(values, bad, env)
     problems.extend(cross_problems)

@@ -142,3 +142,13 @@ def test_main_entry_point_routes_cli(monkeypatch, capsys):
 
     assert entry(["version"]) == 0
     assert "headscale version" in capsys.readouterr().out
+
+
+def test_dev_flag_uses_the_embedded_dev_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = cli("--dev", "dumpConfig")
+    doc = yaml.safe_load(out)
+    assert code == 0 and doc["unix_socket"] == str(tmp_path / "data" / "headscale.sock")
+    assert doc["policy"]["mode"] == "database"
+    code, out, _ = cli("configtest", "--dev")
+    assert code == 0 and "Configuration is valid" in out

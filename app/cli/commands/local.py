@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 from typing import Any
@@ -12,7 +13,8 @@ from app import __version__
 from app.cli import hooks
 from app.cli.client import CliError
 from app.cli.commands.common import add_parser, group
-from app.config import ConfigError, load_config
+from app.cli.context import DEV_DATA_DIR
+from app.config import ConfigError, dev_config, load_config
 from app.core.keys import PRIVATE, format_key, new_private
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm"}
@@ -20,7 +22,6 @@ _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm6
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_parser(sub, "serve", common, "Launches the headscale server")
-    p.add_argument("--dev", action="store_true", help="Use the embedded development configuration")
     p.set_defaults(func=serve)
 
     p = add_parser(sub, "version", common, "Print the version.")
@@ -67,7 +68,7 @@ def version(ctx: Any, args: argparse.Namespace) -> int:
 def configtest(ctx: Any, args: argparse.Namespace) -> int:
     path = getattr(args, "config", None) or None
     try:
-        cfg = load_config(path, ctx.env)
+        cfg = dev_config(os.path.abspath(DEV_DATA_DIR)) if args.dev else load_config(path, ctx.env)
     except ConfigError as e:
         if ctx.output:
             ctx.print_machine({"valid": False, "path": path, "problems": e.problems, "warnings": e.warnings})
@@ -84,7 +85,9 @@ def configtest(ctx: Any, args: argparse.Namespace) -> int:
     else:
         for w in cfg.warnings:
             ctx.stderr.write(f"Warning: {w}\n")
-        ctx.print(f"Configuration is valid ({cfg.source_path or 'no config file: defaults and environment'})")
+        where = ("embedded development configuration" if args.dev
+                 else cfg.source_path or "no config file: defaults and environment")
+        ctx.print(f"Configuration is valid ({where})")
     return 0
 
 
