@@ -342,6 +342,14 @@ async def run(cfg: Any, ready: asyncio.Event | None = None, stop_event: asyncio.
         await stop(services)
 
 
+def write_dev_config(cfg: Any, path: str) -> None:
+    """Write the embedded development config out, so the CLI can use it with -c."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("# Written by `headscale serve --dev` (make run): the embedded development config.\n")
+        yaml.safe_dump(cfg.as_dict(masked=False), f, sort_keys=True)
+
+
 def setup_logging(level: str, fmt: str = "text") -> None:
     lvl = {"trace": "DEBUG", "debug": "DEBUG", "info": "INFO", "warn": "WARNING", "warning": "WARNING",
            "error": "ERROR", "fatal": "CRITICAL", "panic": "CRITICAL"}.get(str(level).lower(), "INFO")
@@ -363,6 +371,7 @@ def main(argv: list[str]) -> int:
     try:
         if args.dev:
             cfg = dev_config(os.path.abspath("data"))
+            write_dev_config(cfg, os.path.join("data", "config.yaml"))
         else:
             cfg = load_config(args.config)
     except ConfigError as exc:
@@ -372,11 +381,11 @@ def main(argv: list[str]) -> int:
     setup_logging(cfg.log.level, cfg.log.format)
     if args.dev:
         print(
-            "Development server on http://127.0.0.1:8080 (data in ./data).\n"
-            "Create a user and a key from another shell:\n"
-            "  .venv/bin/headscale --dev users create alice\n"
-            "  .venv/bin/headscale --dev preauthkeys create -u 1 --reusable\n"
-            "then: tailscale up --login-server http://127.0.0.1:8080 --authkey <key>",
+            "Development server on http://127.0.0.1:8080 (data and config in ./data).\n"
+            "Create a user and a pre-auth key from another shell:\n"
+            "  .venv/bin/headscale -c data/config.yaml users create alice\n"
+            "  .venv/bin/headscale -c data/config.yaml preauthkeys create -u 1 --reusable\n"
+            "then on a machine: tailscale up --login-server http://127.0.0.1:8080 --authkey <key>",
             flush=True,
         )
     try:
