@@ -2,8 +2,9 @@
 
 Public API
 ----------
-``parse_policy(text) -> Policy``
-    Parse HuJSON and validate it. Raises ``PolicyError``, whose ``problems`` are
+``parse_policy(text, *, tailnet_domains=None) -> Policy``
+    Parse HuJSON and validate it (``tailnet_domains``: email domains ``user:*@d`` and
+    ``localpart:*@d`` may name; unchecked when None). Raises ``PolicyError``, whose ``problems`` are
     ``Problem(path, message)`` pairs (``str()`` lists them one per line), e.g.
     ``acls[0].src[1]: src=tag not found: "tag:db" (add it to tagOwners)``. Empty text is the
     empty policy ``{}`` (allow all).
@@ -15,7 +16,7 @@ Public API
     raises ``PolicyError``. Ambiguous user references (one token, several users) also raise.
     Compilation resolves aliases once; everything per node is computed lazily and cached.
 
-``check_policy(text, users, nodes, *, server_url="") -> Policy``
+``check_policy(text, users, nodes, *, server_url="", tailnet_domains=None) -> Policy``
     Parse + compile + run tests: what ``policy set`` / file reload should call.
 
 ``CompiledPolicy`` (results are cached; treat returned objects as read-only)
@@ -34,7 +35,7 @@ Public API
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from ..model import Node, User
 from .compile import CompiledPolicy, compile_policy
@@ -47,8 +48,8 @@ __all__ = ["Policy", "PolicyError", "Problem", "CompiledPolicy", "parse_policy",
 
 
 def check_policy(text: str | bytes, users: Sequence[User], nodes: Sequence[Node], *,
-                 server_url: str = "") -> Policy:
+                 server_url: str = "", tailnet_domains: Collection[str] | None = None) -> Policy:
     """Parse, compile and run the policy's tests; ``PolicyError`` on any problem."""
-    policy = parse_policy(text)
+    policy = parse_policy(text, tailnet_domains=tailnet_domains)
     compile_policy(policy, users, nodes, server_url=server_url, run_tests=True)
     return policy

@@ -110,8 +110,10 @@ def resolve(alias: Alias, policy: "Policy", tailnet: "Tailnet") -> Resolved:
         net = policy.hosts.get(alias.name)
         return Resolved(addrs=AddrSet.of_networks([net])) if net is not None else NOTHING
     if kind == USER:
-        uid = tailnet.user_id(alias.name)
-        return Resolved(nodes=tailnet.user_nodes(uid)) if uid is not None else NOTHING
+        uids = tailnet.user_ids(alias.name)
+        if len(uids) == 1:
+            return Resolved(nodes=tailnet.user_nodes(uids[0]))
+        return Resolved(nodes=frozenset().union(*(tailnet.user_nodes(u) for u in uids)))
     if kind == GROUP:
         nodes: set[int] = set()
         for member in policy.groups.get(alias.name, ()):

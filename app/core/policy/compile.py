@@ -150,7 +150,7 @@ class CompiledPolicy:
         """Aliases headscale fails to resolve (unknown user/host, per-node autogroups)."""
         t = self.tailnet
         if alias.kind == USER:
-            return t.user_id(alias.name) is None
+            return not t.user_ids(alias.name)
         if alias.kind == GROUP:
             members = (self.policy.groups if self.policy else {}).get(alias.name, ())
             return any(t.user_id(m) is None for m in members)
@@ -257,9 +257,9 @@ class CompiledPolicy:
                     if d.kind == HOST and self.resolve_error(d):
                         continue
                     full = self.full(self.resolve(d))
-                    for lo, hi in full.ivs:
+                    texts = full.range_strings() if d.is_autogroup(AG_INTERNET) else full.strings()
+                    for (lo, hi), text in zip(full.ivs, texts):
                         one = AddrSet([(lo, hi)], _normalised=True)
-                        text = one.strings()[0]
                         entries.extend((text, one, pr) for pr in ip.ports)
                 if entries and src_ips:
                     out.append(_Rule(src_ips, src_set, src_nodes, protocol_numbers(ip.proto), entries))
@@ -298,8 +298,8 @@ class CompiledPolicy:
                                  caps=[(src_prefixes, {companion: None})]))
 
     def _compile_via(self, g: Grant) -> None:
-        if not g.ip:
-            return
+        # A via grant without "ip" produces no filter rules but still makes the via routers
+        # visible to its sources (captured from Tailscale).
         srcs = [(a, self.resolve(a)) for a in g.src if not (a.kind == HOST and self.resolve_error(a))]
         merged = NOTHING
         for _, r in srcs:
@@ -393,18 +393,22 @@ class CompiledPolicy:
         for key in list(self._dst_groups):
             for nid in key:
                 self._dst_of[nid].append(key)
-        # via routers: their per-node rules add edges between the router and the rule's nodes
-        if self._via_grants:
-            tagged = self.tailnet.tagged_nodes
-            for nid in tagged:
-                for rule in self.via_rules(nid):
-                    src, dst = self._matcher_nodes(rule)
-                    if nid in src:
-                        for other in dst:
-                            self._add_edge(nid, other)
-                    if nid in dst:
-                        for other in src:
-                            self._add_edge(nid, other)
+        # via routers: a via grant links each router that serves its destinations with the
+        # grant's sources (and, when the router is itself a source, with the destinations)
+        for vg in self._via_grants:
+            src = None
+            for nid in self.tailnet.tagged_nodes:
+                prefixes = self._via_prefixes(vg, nid)
+                if not prefixes:
+                    continue
+                if src is None:
+                    src = self.nodes_in(vg.src, base=vg.src_nodes)
+                dst = set(self.nodes_in(AddrSet.of_networks(prefixes)))
+                for other in src:
+                    self._add_edge(nid, other)
+                if nid in src:
+                    for other in dst:
+                        self._add_edge(nid, other)
 
     def _add_edge(self, a: int, b: int) -> None:
         if a != b:
@@ -557,25 +561,27 @@ class CompiledPolicy:
         return out
 
     # --- via routers ----------------------------------------------------------
+    def _via_prefixes(self, vg: _ViaGrant, nid: int) -> list[Network]:
+        """The grant's destinations this via router serves (overlapping its routes)."""
+        t = self.tailnet
+        if not any(tag in t.nodes[nid].tags for tag in vg.tags):
+            return []
+        routes = t.subnet_routes.get(nid, ())
+        prefixes = [d for d in vg.dsts if any(d.version == r.version and d.overlaps(r) for r in routes)]
+        if vg.internet and nid in t.exit_nodes:
+            prefixes.extend(INTERNET.prefixes())
+        return prefixes
+
     def via_rules(self, nid: int) -> list[_Rule]:
         if not self._via_grants:
             return []
         rules = self._via_rules.get(nid)
         if rules is not None:
             return rules
-        t = self.tailnet
-        node = t.nodes[nid]
-        routes = t.subnet_routes.get(nid, ())
         rules = []
         for vg in self._via_grants:
-            if not any(tag in node.tags for tag in vg.tags):
-                continue
-            prefixes = [d for d in vg.dsts if any(d.version == r.version and d.overlaps(r) for r in routes)]
-            if vg.internet and nid in t.exit_nodes:
-                prefixes.extend(INTERNET.prefixes())
-            if not prefixes:
-                continue
-            for ip in vg.ip:
+            prefixes = self._via_prefixes(vg, nid)
+            for ip in vg.ip if prefixes else ():
                 entries = [(network_str(pf), AddrSet.of_networks([pf]), pr) for pf in prefixes for pr in ip.ports]
                 rules.append(_Rule(vg.src_ips, vg.src, vg.src_nodes, protocol_numbers(ip.proto), entries))
         self._via_rules[nid] = rules
@@ -668,10 +674,12 @@ class CompiledPolicy:
         return dict(out)
 
     def peer_cap_map(self, peer_id: int) -> dict[str, Any] | None:
-        """The part of a peer's caps other nodes see: ``suggest-exit-node`` on approved exit nodes."""
-        caps = self.cap_map(peer_id)
-        if "suggest-exit-node" in caps and peer_id in self.tailnet.exit_nodes:
-            return {"suggest-exit-node": caps["suggest-exit-node"]}
+        """Caps other nodes see on this peer: Tailscale marks every approved exit node with
+        ``suggest-exit-node`` (captured for all exit nodes, with or without a nodeAttr)."""
+        if peer_id not in self.tailnet.nodes:
+            raise KeyError(peer_id)
+        if peer_id in self.tailnet.exit_nodes:
+            return {"suggest-exit-node": self.cap_map(peer_id).get("suggest-exit-node")}
         return None
 
     def node_digest(self, node_id: int) -> str:
@@ -781,6 +789,8 @@ def _ambiguous_users(compiled: CompiledPolicy) -> list[Problem]:
                 tokens.setdefault(a.name, f"ssh[{i}]")
     out = []
     for token, path in tokens.items():
+        if token.startswith("user:*@"):
+            continue
         found = compiled.tailnet.user_matches(token)
         if len(found) > 1:
             names = ", ".join(f"{u.id}:{u.name}" for u in found)

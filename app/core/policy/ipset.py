@@ -231,6 +231,12 @@ class AddrSet:
     def strings(self) -> list[str]:
         return [_interval_str(lo, hi) for lo, hi in self.ivs]
 
+    def range_strings(self) -> list[str]:
+        """Like ``strings`` but never collapsing a range to CIDR form (how Tailscale spells
+        autogroup:internet)."""
+        return [str(int_to_addr(lo)) if lo == hi else f"{int_to_addr(lo)}-{int_to_addr(hi)}"
+                for lo, hi in self.ivs]
+
     def prefixes(self) -> list[Network]:
         out: list[Network] = []
         for lo, hi in self.ivs:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from .aliases import AliasError, autogroup_problem, parse_alias, tag_name_problem
@@ -61,10 +61,12 @@ def q(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def parse_policy(text: str | bytes) -> Policy:
+def parse_policy(text: str | bytes, *, tailnet_domains: Collection[str] | None = None) -> Policy:
     """Parse and validate a policy document; raises ``PolicyError`` listing every problem.
 
     Empty text (or ``null``) is the empty policy ``{}``, which allows all traffic.
+    ``tailnet_domains``, when given, are the email domains that ``user:*@<domain>`` and
+    ``localpart:*@<domain>`` may name (Tailscale's "associated domains"; compared exactly).
     """
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8", errors="replace")
@@ -82,6 +84,8 @@ def parse_policy(text: str | bytes) -> Policy:
     policy = reader.policy(doc)
     if not reader.problems:
         _validate(policy, reader.problems)
+        if tailnet_domains is not None:
+            _check_domains(policy, set(tailnet_domains), reader.problems)
     if reader.problems:
         raise PolicyError(reader.problems)
     return policy
@@ -774,6 +778,35 @@ def _validate(p: Policy, problems: list[Problem]) -> None:
             problem = _ssh_test_dst_problem(p, a)
             if problem:
                 add(f"{path}.dst[{j}]", f"test(s) failed: {problem}")
+
+
+def _check_domains(p: Policy, domains: set[str], problems: list[Problem]) -> None:
+    def bad(domain: str) -> bool:
+        return domain not in domains
+
+    def msg(domain: str) -> str:
+        return (f"{domain} is not associated with this Tailnet and cannot be used in "
+                "user:*@<domain> expressions")
+
+    def aliases(items: tuple[Alias, ...], path: str, prefix: str = "") -> None:
+        for j, a in enumerate(items):
+            if a.kind == USER and a.name.startswith("user:*@") and bad(a.name[7:]):
+                problems.append(Problem(f"{path}[{j}]", prefix + msg(a.name[7:])))
+
+    for i, acl in enumerate(p.acls):
+        aliases(acl.src, f"acls[{i}].src")
+        aliases(tuple(d.alias for d in acl.dst), f"acls[{i}].dst")
+    for i, g in enumerate(p.grants):
+        aliases(g.src, f"grants[{i}].src")
+        aliases(g.dst, f"grants[{i}].dst")
+    for i, rule in enumerate(p.ssh):
+        aliases(rule.src, f"ssh[{i}].src", "[ssh] ")
+        aliases(rule.dst, f"ssh[{i}].dst", "[ssh] ")
+        for j, u in enumerate(rule.users):
+            if u.startswith("localpart:") and "@" in u:
+                domain = u.rpartition("@")[2]
+                if domain and bad(domain) and u[len("localpart:"):].startswith("*@"):
+                    problems.append(Problem(f"ssh[{i}].users[{j}]", msg(domain)))
 
 
 def _ssh_combination_problem(rule: SshRule) -> str | None:

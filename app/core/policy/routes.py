@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..model import Node
-from .ipset import AddrSet, network_str, prefix_interval
+from .ipset import INTERNET, AddrSet, network_str, prefix_interval
 from .model import GROUP, TAG, USER, Alias, Network
 from .tailnet import is_exit_route
 
@@ -32,7 +32,7 @@ def _is_member(c: "CompiledPolicy", node: Node, aliases: Iterable[Alias]) -> boo
             return True
         if node.tags or node.user_id is None:
             continue
-        if a.kind == USER and t.user_id(a.name) == node.user_id:
+        if a.kind == USER and node.user_id in t.user_ids(a.name):
             return True
         if a.kind == GROUP and any(t.user_id(m) == node.user_id for m in groups.get(a.name, ())):
             return True
@@ -103,16 +103,23 @@ def _matchers(c: "CompiledPolicy", nid: int) -> list[tuple[AddrSet, AddrSet]]:
     return out
 
 
+def _is_internet(dst: AddrSet) -> bool:
+    return INTERNET.issubset(dst)
+
+
 def can_access_route(c: "CompiledPolicy", viewer_id: int, route: Network) -> bool:
     """headscale ``CanAccessRoute``: may the viewer use (or answer for) this route?"""
     t = c.tailnet
     ips = t.addrs[viewer_id]
     lo, hi = prefix_interval(route)
     own = [prefix_interval(r) for r in t.subnet_routes.get(viewer_id, ())]
+    is_exit = viewer_id in t.exit_nodes
     for src, dst in _matchers(c, viewer_id):
         if src.contains_any(ips) and dst.overlaps(lo, hi):
             return True
-        if src.overlaps(lo, hi) and dst.contains_any(ips):
+        # the viewer is a destination (directly, or as an exit node for internet traffic)
+        # and needs the route back to a source subnet (captured from Tailscale)
+        if src.overlaps(lo, hi) and (dst.contains_any(ips) or (is_exit and _is_internet(dst))):
             return True
         if own:
             if any(src.overlaps(a, b) for a, b in own) and dst.overlaps(lo, hi):
@@ -206,7 +213,10 @@ def allowed_ips_for_peer(c: "CompiledPolicy", viewer_id: int, peer_id: int,
     peer is HA primary for (default: all its approved subnet routes)."""
     t = c.tailnet
     peer = t.nodes[peer_id]
-    out = [f"{ip}/{32 if '.' in ip else 128}" for ip in (peer.ipv4, peer.ipv6) if ip]
+    # disable-ipv4 (on either end) keeps the peer's IPv4 address out of the viewer's netmap
+    v4_off = "disable-ipv4" in c.cap_map(peer_id) or "disable-ipv4" in c.cap_map(viewer_id)
+    v4 = None if v4_off else peer.ipv4
+    out = [f"{ip}/{32 if '.' in ip else 128}" for ip in (v4, peer.ipv6) if ip]
     if primary_routes is None:
         primaries = list(t.subnet_routes.get(peer_id, ()))
     else:

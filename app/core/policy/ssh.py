@@ -58,6 +58,7 @@ class _Prepared:
     tagged: list[dict[str, str]]
     src_nodes: frozenset[int]
     self_dst: bool
+    other_dst: bool
     dst_nodes: frozenset[int]
 
 
@@ -123,8 +124,10 @@ class SshCompiler:
                 continue
             dst = dst.union(c.resolve(a))
         dst_nodes = c.nodes_in(dst.addrs, routes=False, base=dst.nodes)
+        self_dst = any(a.is_autogroup(AG_SELF) for a in rule.dst)
+        other_dst = any(not a.is_autogroup(AG_SELF) for a in rule.dst)
         return _Prepared(rule, action, users, localparts, sorted(by_user), by_user, tagged, src_nodes,
-                         any(a.is_autogroup(AG_SELF) for a in rule.dst), dst_nodes)
+                         self_dst, other_dst, dst_nodes)
 
     def rules_for(self, nid: int) -> list[dict[str, Any]]:
         t = self.c.tailnet
@@ -143,6 +146,8 @@ class SshCompiler:
 
             if prep.self_dst and owner is not None and prep.by_user.get(owner):
                 emit(prep.by_user[owner], owner)
+            if not prep.other_dst:
+                continue
             if nid in prep.dst_nodes:
                 if _has_localpart(prep.rule):
                     for uid in prep.user_ids:

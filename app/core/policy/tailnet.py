@@ -83,12 +83,26 @@ class Tailnet:
 
     # --- users ---------------------------------------------------------
     def user_matches(self, token: str) -> list[User]:
-        """headscale ``resolveUser``: provider identifier first, then email or name."""
+        """headscale ``resolveUser``: provider identifier first, then email or name.
+
+        ``user:*@<domain>`` (Tailscale's domain wildcard) matches every user whose email is
+        in that domain."""
+        if token.startswith("user:*@"):
+            domain = token[len("user:*@"):].lower()
+            return [u for u in self.users if u.email.rpartition("@")[2].lower() == domain and "@" in u.email]
         name = token[:-1] if token.endswith("@") else token
         for u in self.users:
             if u.provider_identifier and u.provider_identifier == name:
                 return [u]
         return [u for u in self.users if u.email == name or u.name == name]
+
+    def user_ids(self, token: str) -> list[int]:
+        """Users a token names: one for a plain reference (none if ambiguous), all domain
+        members for ``user:*@<domain>``."""
+        if token.startswith("user:*@"):
+            return [u.id for u in self.user_matches(token)]
+        uid = self.user_id(token)
+        return [] if uid is None else [uid]
 
     def user_id(self, token: str) -> int | None:
         if token not in self._user_cache:

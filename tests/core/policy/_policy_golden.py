@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT)) if str(ROOT) not in sys.path else None
 DATA = ROOT.parent / "shared" / "testdata" / "policy-golden"
 SERVER_URL = "https://unused"
+# The captured tailnet's own email domain (after anonymisation); others are "not associated".
+TAILNET_DOMAINS = ("example.com",)
 
 # CapMap keys Tailscale's control plane sends every node regardless of the policy (tailnet
 # settings, roles, internal knobs); stripped from both sides so only policy effects compare.
@@ -66,6 +68,17 @@ def build(case: dict[str, Any]) -> tuple[list[User], list[Node], dict[str, int]]
         ))
         ids[name] = i
     return users, nodes, ids
+
+
+def auto_approve(policy, users: list[User], nodes: list[Node]) -> list[Node]:
+    """Approve advertised routes the policy's autoApprovers cover, as the control plane did
+    when the policy was set (some captures record the topology from before that)."""
+    probe = compile_policy(policy, users, nodes, run_tests=False)
+    out = []
+    for n in nodes:
+        extra = sorted(probe.auto_approved_routes(n) - set(n.approved_routes))
+        out.append(replace(n, approved_routes=n.approved_routes + tuple(extra)) if extra else n)
+    return out
 
 
 # --- normalisation ------------------------------------------------------------
@@ -125,7 +138,7 @@ def run_case(path: Path, *, check_messages: bool = True) -> Outcome:
     text = policy_text(case)
     if case.get("error"):
         try:
-            policy = parse_policy(text)
+            policy = parse_policy(text, tailnet_domains=TAILNET_DOMAINS)
             compile_policy(policy, users, nodes, server_url=SERVER_URL)
         except PolicyError as exc:
             want = (case.get("api_response_body") or {}).get("message") or ""
@@ -135,7 +148,8 @@ def run_case(path: Path, *, check_messages: bool = True) -> Outcome:
         out.diffs.append("accepted a policy Tailscale rejects")
         return out
     try:
-        policy = parse_policy(text)
+        policy = parse_policy(text, tailnet_domains=TAILNET_DOMAINS)
+        nodes = auto_approve(policy, users, nodes)
         compiled = compile_policy(policy, users, nodes, server_url=SERVER_URL)
     except PolicyError as exc:
         out.diffs.append(f"rejected a policy Tailscale accepts: {exc}")
@@ -167,6 +181,10 @@ def run_case(path: Path, *, check_messages: bool = True) -> Outcome:
             for p in cap["peers"]:
                 pname = p["Name"].split(".")[0]
                 if pname in ids and ids[pname] in compiled.peers(nid):
+                    want_a = sorted(p.get("AllowedIPs") or [])
+                    got_a = sorted(compiled.allowed_ips_for_peer(nid, ids[pname], p.get("PrimaryRoutes") or []))
+                    if want_a != got_a:
+                        out.diffs.append(f"{name} peer {pname} AllowedIPs: want {want_a} got {got_a}")
                     want_pc = norm_caps(p.get("CapMap"))
                     got_pc = norm_caps(compiled.peer_cap_map(ids[pname]))
                     if want_pc != got_pc:
