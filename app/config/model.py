@@ -65,7 +65,8 @@ class Section:
         return name in self._values
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Section) and _plain(self, False) == _plain(other, False)
+        return (isinstance(other, Section) and self._path == other._path
+                and _plain(self, False) == _plain(other, False))
 
     def __hash__(self) -> int:
         return hash(self._path)
