@@ -155,7 +155,7 @@ def record_import_when_replicated(boot: Boot, source: importer.ImportSource):
                              "IMPORT_DATABASE=true will not import it again", bucket, IMPORT_MARKER,
                              source.etag, generation)
                     return
-            except Exception as error:  # S3 hiccup: keep trying until replicated or stopped
+            except Exception as error:  # noqa: BLE001 - an S3 hiccup: keep trying until replicated or stopped
                 log.warning("could not check or record the import yet: %s", error)
             stopped.wait(0.5)
         log.warning("stopped before the imported database was replicated: it will be imported again next boot")

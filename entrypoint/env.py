@@ -116,7 +116,7 @@ def check_age_key(value: str) -> str | None:
 
     try:
         pyrage.x25519.Identity.from_str(value.strip())
-    except Exception:  # pyrage raises its own IdentityError; any failure means unusable
+    except Exception:  # noqa: BLE001 - pyrage's IdentityError is not importable; any failure = unusable
         return "is not an age X25519 secret key (AGE-SECRET-KEY-1..., from age-keygen)"
     return None
 
@@ -138,7 +138,7 @@ def check_hostname(value: str) -> str | None:
 
 
 def check_host_port(value: str) -> str | None:
-    host, sep, port = value.rpartition(":")
+    _host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         return "must be host:port, e.g. 0.0.0.0:8080"
     return None

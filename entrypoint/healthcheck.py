@@ -24,7 +24,7 @@ def main() -> int:
     try:
         with urllib.request.urlopen(url(), timeout=4) as response:
             return 0 if response.status == 200 else 1
-    except Exception as error:  # any failure is "unhealthy"
+    except Exception as error:  # noqa: BLE001 - any failure means unhealthy
         print(f"unhealthy: {error}", file=sys.stderr)
         return 1
 

@@ -109,9 +109,6 @@ def check_sqlite(path: Path) -> None:
         try:
             rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            # a database uploaded in WAL mode keeps working in rollback mode here; the server
-            # switches it back to WAL (Litestream needs WAL)
-            conn.execute("PRAGMA journal_mode=DELETE")
         finally:
             conn.close()
     except sqlite3.DatabaseError as error:
@@ -159,6 +156,11 @@ def download(client, bucket: str, paths: Paths, source: ImportSource,
         raise
     except Exception as error:  # the server's migrations reject the file: say why, stop the boot
         raise ImportFailed(f"{IMPORT_OBJECT} cannot be migrated by the server: {error}") from error
+    conn = sqlite3.connect(tmp)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")  # what the server and Litestream use
+    finally:
+        conn.close()
     log.info("downloaded, checked and migrated %s (%d bytes) in %.2fs", IMPORT_OBJECT, source.size,
              time.monotonic() - started)
     return tmp

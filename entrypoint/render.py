@@ -59,7 +59,7 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 - YAML/ini output, values are quoted by the filters
+        autoescape=False,
     )
     env.filters.update(yaml=_yaml, ini=_ini, command=_command)
     return env

@@ -106,7 +106,7 @@ def to_time(value: object) -> str:
     if not isinstance(value, dt.datetime):
         raise ConversionError(f"expected a timestamp, got {type(value).__name__}")
     if value.tzinfo is not None and value.utcoffset() != dt.timedelta(0):
-        value = value.astimezone(dt.timezone.utc)  # the session runs in UTC, so this is rare
+        value = value.astimezone(dt.UTC)  # the session runs in UTC, so this is rare
     text = (f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
             f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}")
     if value.microsecond:
@@ -386,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(error).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 1
-    except Exception as error:  # psycopg / sqlite errors: one clear line, non-zero exit
+    except Exception as error:  # noqa: BLE001 - psycopg/sqlite errors: one clear line, non-zero exit
         print(f"error: {type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}",
               file=sys.stderr)
         return 1

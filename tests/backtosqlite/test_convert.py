@@ -97,7 +97,7 @@ def run_tool(pg: dict, out: Path, *extra: str, python: str = sys.executable, cwd
     return subprocess.run(
         [python, str(TOOL), "--pg-host", "127.0.0.1", "--pg-port", str(pg["port"]), "--pg-db", pg["db"],
          "--pg-user", pg["user"], "--pg-password", READER_PW, "--sqlite-out", str(out), *extra],
-        capture_output=True, text=True, timeout=120, cwd=str(cwd or out.parent),
+        check=False, capture_output=True, text=True, timeout=120, cwd=str(cwd or out.parent),
     )
 
 
@@ -206,7 +206,7 @@ def test_runs_standalone_without_the_project_using_its_own_schema(headscale_pg, 
             headscale_pg["db"], "--pg-user", headscale_pg["user"], "--sqlite-out", str(out)]
     hide_project = (f"import sys, runpy; sys.modules['app'] = None; sys.argv = {argv!r}; "
                     f"runpy.run_path({str(TOOL)!r}, run_name='__main__')")
-    proc = subprocess.run([sys.executable, "-c", hide_project], capture_output=True, text=True, timeout=120,
+    proc = subprocess.run([sys.executable, "-c", hide_project], check=False, capture_output=True, text=True, timeout=120,
                           cwd="/", env={"PGPASSWORD": READER_PW, "PATH": "/usr/bin"})
     assert proc.returncode == 0, proc.stderr
     assert "headscale 0.29's SQLite schema" in proc.stderr
@@ -240,7 +240,7 @@ def test_bad_values_and_connection_errors_exit_non_zero(headscale_pg, tmp_path):
     wrong = {**headscale_pg, "port": headscale_pg["port"]}
     proc = subprocess.run([sys.executable, str(TOOL), "--pg-host", "127.0.0.1", "--pg-port", str(wrong["port"]),
                            "--pg-db", db, "--pg-user", headscale_pg["user"], "--pg-password", "wrong",
-                           "--sqlite-out", str(out)], capture_output=True, text=True, timeout=60)
+                           "--sqlite-out", str(out)], check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "OperationalError" in proc.stderr and "wrong" not in proc.stderr
     assert not out.exists()
 

@@ -19,10 +19,13 @@ from tests.entrypoint.conftest import (
 from tests.entrypoint.test_import import DUMPS, database_from_dump
 
 
-def cli(appliance, *args: str) -> str:
+def cli(appliance, *args: str, full_env: bool = False) -> str:
+    """The CLI as an operator runs it; `full_env`: with every appliance variable and secret set,
+    as in `fly ssh console` (the CLI must not trip over HEADSCALE_* names meant for the entrypoint)."""
     config = appliance.root / "etc/headscale/config.yaml"
-    proc = subprocess.run([str(VENV_BIN / "headscale"), "-c", str(config), *args], capture_output=True,
-                          text=True, timeout=30, env={"PATH": appliance.env["PATH"], "HOME": str(appliance.root)})
+    env = dict(appliance.env) if full_env else {"PATH": appliance.env["PATH"], "HOME": str(appliance.root)}
+    proc = subprocess.run([str(VENV_BIN / "headscale"), "-c", str(config), *args], check=False, capture_output=True,
+                          text=True, timeout=30, env=env)
     assert proc.returncode == 0, f"headscale {' '.join(args)}: {proc.stdout}{proc.stderr}"
     return proc.stdout
 
@@ -36,7 +39,7 @@ def test_users_and_keys_survive_a_restart_that_wipes_the_machine(appliances, roo
     env = appliance_env(root, moto_endpoint, bucket, age_key)
     first = appliances(env)
     first.wait_healthy()
-    cli(first, "users", "create", "alice")
+    cli(first, "users", "create", "alice", full_env=True)
     alice = next(u for u in cli_json(first, "users", "list") if u["name"] == "alice")
     key = cli_json(first, "preauthkeys", "create", "-u", alice["id"], "--reusable", "-e", "24h")
     assert key["key"].startswith("hskey-auth-")
@@ -65,11 +68,13 @@ def test_a_server_that_cannot_start_again_takes_the_machine_down_and_its_writes_
     config = root / "etc/headscale/config.yaml"
     config.write_text(config.read_text().replace("database:", "database: [broken\n"))  # restarts fail
     pid = int(subprocess.run([str(VENV_BIN / "supervisorctl"), "-c", str(root / "etc/headscale/supervisord.conf"),
-                              "pid", "server"], capture_output=True, text=True, timeout=30).stdout)
+                              "pid", "server"], check=False, capture_output=True, text=True, timeout=30).stdout)
     os.kill(pid, signal.SIGKILL)
     assert a.wait(timeout=90) == 1
     out = a.output
     assert "gave up: server entered FATAL state" in out and "stopped: litestream" in out
+    assert "entered FATAL and everything was stopped" in out
+    assert "RESULT 2" not in out  # the listener's protocol channel does not leak into the logs
     copy = restore_copy(env, tmp_path / "copy.sqlite")
     conn = sqlite3.connect(copy)
     assert conn.execute("SELECT name FROM users").fetchall() == [("before-crash",)]

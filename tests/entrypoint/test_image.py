@@ -64,7 +64,7 @@ def test_requirements_lock_pins_exactly_the_tested_runtime_closure():
 
 def test_dockerfile_is_hadolint_clean():
     proc = subprocess.run([str(VENV_BIN / "hadolint"), "--no-color", str(REPO / "Dockerfile")],
-                          capture_output=True, text=True, timeout=60)
+                          check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout + proc.stderr
 
 
@@ -85,7 +85,7 @@ def test_build_context_holds_everything_the_dockerfile_copies():
 def test_image_contract():
     """What the README and fly.example.toml rely on."""
     text = (REPO / "Dockerfile").read_text()
-    assert re.search(r"^USER 10001:10001$", text, re.M)
+    assert re.search(r"^USER 10001:10001$", text, re.MULTILINE)
     assert 'ENTRYPOINT ["python", "-m", "entrypoint"]' in text
     assert "entrypoint.healthcheck" in text and "HEALTHCHECK" in text
     assert "ln -s /opt/headscale/bin/headscale /usr/local/bin/headscale" in text

@@ -12,7 +12,7 @@ from pathlib import Path
 from entrypoint.env import VARIABLES, markdown_table
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-TABLE = re.compile(r"(<!-- env-table:start -->\n)(.*?)(<!-- env-table:end -->)", re.S)
+TABLE = re.compile(r"(<!-- env-table:start -->\n)(.*?)(<!-- env-table:end -->)", re.DOTALL)
 
 
 def appliance_section(text: str) -> str:

@@ -24,7 +24,7 @@ def write(appliance, value: str) -> None:
 def supervisorctl(appliance, *args: str) -> str:
     conf = appliance.root / "etc/headscale/supervisord.conf"
     proc = subprocess.run([str(VENV_BIN / "supervisorctl"), "-c", str(conf), *args],
-                          capture_output=True, text=True, timeout=30)
+                          check=False, capture_output=True, text=True, timeout=30)
     return proc.stdout
 
 
@@ -49,28 +49,6 @@ def test_sigterm_stops_server_then_litestream_and_the_last_write_is_replicated(
     restored = rows(restore_copy(env, tmp_path / "copy.sqlite"))
     assert restored[-6:] == [f"row-{i}" for i in range(5)] + ["shutdown"]
     assert_replica_encrypted(s3, bucket)
-
-
-def test_a_crash_loop_of_the_server_stops_everything_and_exits_non_zero(
-        appliances, root, moto_endpoint, bucket, s3, age_key, standin_bin, tmp_path):
-    env = appliance_env(root, moto_endpoint, bucket, age_key, path_first=standin_bin)
-    a = appliances(env)
-    a.wait_healthy()
-    for i in range(3):
-        write(a, f"before-crash-{i}")
-    (root / "var/lib/headscale/standin-crash").touch()
-    pid = int(supervisorctl(a, "pid", "server").strip())
-    import os
-
-    os.kill(pid, signal.SIGKILL)
-    assert a.wait(timeout=60) == 1
-    out = a.output
-    assert "gave up: server entered FATAL state" in out
-    assert "entered FATAL and everything was stopped" in out
-    assert "stopped: litestream" in out
-    assert "RESULT 2" not in out  # the listener's protocol channel does not leak into the logs
-    restored = rows(restore_copy(env, tmp_path / "copy.sqlite"))
-    assert [r for r in restored if r.startswith("before-crash")] == [f"before-crash-{i}" for i in range(3)]
 
 
 def test_litestream_disabled_runs_only_the_server_and_warns(appliances, root, moto_endpoint, bucket, s3,
