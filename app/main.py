@@ -1,21 +1,31 @@
-"""The `headscale` command: `serve` and the offline commands run in-process; the rest is the
-HTTP client in app.cli, which talks to the running server over its unix socket."""
+"""The `headscale` command. The CLI (app.cli) parses every command; `serve` and the offline
+policy commands need the server's own code, which the CLI package must not import, so they are
+handed to it here as hooks."""
 
 from __future__ import annotations
 
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    words = [a for a in args if not a.startswith("-")]
-    if words[:1] == ["serve"]:
-        from app.server.serve import main as serve_main
+def _serve(argv: list[str]) -> int:
+    from app.server.serve import main as serve_main
 
-        return serve_main(args)
+    return serve_main(argv)
+
+
+def _offline_policy(action: str, cfg, text: str | None) -> str:
+    from app.server.offline import offline_policy
+
+    return offline_policy(action, cfg, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from app.cli import hooks
     from app.cli.main import main as cli_main
 
-    return cli_main(args)
+    hooks.set_serve(_serve)
+    hooks.set_offline_policy(_offline_policy)
+    return cli_main(list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

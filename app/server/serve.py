@@ -364,10 +364,10 @@ def main(argv: list[str]) -> int:
     from app.config import ConfigError, dev_config, load_config
 
     parser = argparse.ArgumentParser(prog="headscale serve")
-    parser.add_argument("serve")
+    parser.add_argument("words", nargs="*")
     parser.add_argument("-c", "--config", default=None)
     parser.add_argument("--dev", action="store_true", help="run on the embedded development config under ./data")
-    args = parser.parse_args(argv)
+    args, _ = parser.parse_known_args(argv)   # global CLI flags (-o, --force) do not matter here
     try:
         if args.dev:
             cfg = dev_config(os.path.abspath("data"))
@@ -379,6 +379,8 @@ def main(argv: list[str]) -> int:
             print(f"config error: {p}", file=sys.stderr)
         return 1
     setup_logging(cfg.log.level, cfg.log.format)
+    for warning in getattr(cfg, "warnings", ()):
+        log.warning("config: %s", warning)
     if args.dev:
         print(
             "Development server on http://127.0.0.1:8080 (data and config in ./data).\n"

@@ -18,6 +18,7 @@ class StunProtocol(asyncio.DatagramProtocol):
         self.requests = 0  # datagrams received
         self.responses = 0  # Binding Success responses sent
         self.dropped = 0  # datagrams that were not a usable Binding Request
+        self.last_request = b""  # the last Binding Request answered (for /debug/derp)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -30,6 +31,7 @@ class StunProtocol(asyncio.DatagramProtocol):
             return
         self.transport.sendto(reply, addr)
         self.responses += 1
+        self.last_request = bytes(data[:64])
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for earlier replies (client gone): nothing to do, keep serving.

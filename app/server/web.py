@@ -106,6 +106,10 @@ def create_metrics_app(services=None) -> Quart:
     @app.get("/debug/derp")
     async def debug_derp():
         stats = services.derp.stats() if services and services.derp is not None else {}
+        if services and services.stun is not None:
+            proto = services.stun.get_protocol()
+            stats.update(stun_requests=proto.requests, stun_responses=proto.responses, stun_dropped=proto.dropped,
+                         stun_last_request=getattr(proto, "last_request", b"").hex())
         return Response(json.dumps(stats), content_type="application/json")
 
     return app

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.certs import make_ca_and_cert
-from tests.e2e.harness import (
+from tests.e2e.harness import (  # noqa: I001
     SERVER_IP, Netns, Server, TsnetNode, fetch, tempdir, two_node_caddyfile, wait_for,
 )
 
@@ -38,6 +38,13 @@ def test_traffic_between_nodes_through_embedded_derp(always_derp):
             wait_for(lambda: "hello from nodea" in fetch(ns, 18081), 90, what="B -> A over the tailnet")
             derp = srv.debug("derp")
             assert derp["clients_connected"] == 2          # both nodes hold a home DERP connection
+            if not always_derp:
+                # The clients STUN our server (TS_DEBUG_ALWAYS_USE_DERP turns UDP off, hence not there).
+                # tests/vectors/stun/real_client_binding_request.hex was captured here: a Binding
+                # Request with SOFTWARE "tailnode" and a FINGERPRINT.
+                derp = wait_for(lambda: (d := srv.debug("derp"))["stun_responses"] > 0 and d, 30, what="STUN")
+                req = bytes.fromhex(derp["stun_last_request"])
+                assert req[:2] == b"\x00\x01" and b"tailnode" in req and len(req) == 40
             if always_derp:
                 assert derp["packets_relayed"] > 0
                 assert derp["bytes_relayed"] > 0

@@ -140,3 +140,32 @@ async def test_cli_without_a_running_server(tmp_path):
     out, err = await proc.communicate()
     assert proc.returncode == 1
     assert b"Traceback" not in err and len((out + err).strip().splitlines()) <= 2
+
+
+async def test_policy_bypass_works_without_a_server(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "unix_socket": str(tmp_path / "none.sock"), "policy": {"mode": "database"},
+        "database": {"type": "sqlite", "sqlite": {"path": str(tmp_path / "db.sqlite")}},
+        "noise": {"private_key_path": str(tmp_path / "n.key")}, "derp": {"urls": []},
+    }))
+    good = tmp_path / "p.json"
+    good.write_text('{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:443"]}]}')
+    bad = tmp_path / "b.json"
+    bad.write_text('{"acls": [{"action": "accept", "src": ["group:x"], "dst": ["*:443"]}]}')
+
+    async def run(*args):
+        proc = await asyncio.create_subprocess_exec(
+            HEADSCALE, "-c", str(cfg), "--force", *args, "--bypass-server-and-access-database-directly",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        return proc.returncode, (out + err).decode()
+
+    assert (await run("policy", "check", "-f", str(bad)))[0] == 1
+    code, out = await run("policy", "set", "-f", str(good))
+    assert code == 0, out
+    code, out = await run("policy", "get")
+    assert code == 0 and "*:443" in out
+    code, out = await run("policy", "set", "-f", str(bad))
+    assert code == 1 and "group:x" in out
+    assert "*:443" in (await run("policy", "get"))[1]
