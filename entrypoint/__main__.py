@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -33,6 +34,18 @@ log = logging.getLogger("entrypoint")
 
 class BootStopped(Exception):
     """A step found a problem that no restart of the server could fix."""
+
+
+class SignalledDuringBoot(BaseException):
+    """SIGTERM/SIGINT before supervisord runs (also as PID 1, where the default is to ignore it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_boot(signum: int, frame: object) -> None:
+    raise SignalledDuringBoot(signum)
 
 
 @dataclass(frozen=True)
@@ -198,6 +211,8 @@ def main(environ: Mapping[str, str] | None = None, tools: Tools | None = None) -
     tools = tools or Tools.find()
     paths = Paths.under(environ.get("ENTRYPOINT_ROOT") or "/")
     idle_on_error = envtable.as_bool(environ.get("ENTRYPOINT_IDLE", ""))
+    for signum in supervise.FORWARDED:
+        signal.signal(signum, _stop_boot)
     try:
         settings = check_environment(environ, tools)
         boot = Boot(settings, paths, tools, environ)
@@ -205,6 +220,10 @@ def main(environ: Mapping[str, str] | None = None, tools: Tools | None = None) -
         write_secrets(settings, paths)
         write_configuration(settings, paths, tools)
         imported = restore_or_import(boot)
+        if settings.idle:
+            return supervise.idle(0)
+        log.info("boot steps done in %.2fs; starting supervisord", time.monotonic() - started)
+        return supervise_programs(boot, imported)  # replaces the boot-time signal handlers first
     except InvalidEnvironment as error:
         for problem in error.problems:
             log.error("%s", problem)
@@ -214,10 +233,10 @@ def main(environ: Mapping[str, str] | None = None, tools: Tools | None = None) -
         log.error("%s", error)
         log.error("boot stopped: nothing was started and the bucket was not written")
         return supervise.idle(1) if idle_on_error else 1
-    if settings.idle:
-        return supervise.idle(0)
-    log.info("boot steps done in %.2fs; starting supervisord", time.monotonic() - started)
-    return supervise_programs(boot, imported)
+    except SignalledDuringBoot as stop:
+        log.warning("received %s during the boot steps: stopping before anything was started",
+                    signal.Signals(stop.signum).name)
+        return 128 + stop.signum
 
 
 if __name__ == "__main__":

@@ -56,6 +56,18 @@ def test_unreachable_s3_is_retried_then_stops_the_boot(appliances, root, moto_en
     assert bucket_objects(s3, bucket) == before
 
 
+def test_sigterm_during_the_restore_retries_stops_the_boot_at_once(appliances, root, moto_endpoint, bucket,
+                                                                   age_key, standin_bin):
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = appliance_env(root, moto_endpoint, bucket, age_key, path_first=standin_bin,
+                        AWS_ENDPOINT_URL_S3=dead, LITESTREAM_RESTORE_ATTEMPTS="5")
+    a = appliances(env)
+    a.wait_for("retrying in 1s")
+    assert a.stop(signal.SIGTERM, timeout=10) == 128 + signal.SIGTERM
+    assert "received SIGTERM during the boot steps: stopping before anything was started" in a.output
+    assert "supervisord started" not in a.output
+
+
 def test_missing_and_malformed_secrets_are_all_reported_at_once(appliances, root, moto_endpoint, bucket, s3,
                                                                 standin_bin):
     env = appliance_env(root, moto_endpoint, bucket, "", path_first=standin_bin,
