@@ -342,12 +342,15 @@ class DerpServer:
         """Perform Send/Close actions; return the Verify ones for the caller to await."""
         clients = self._clients
         checks: list[Verify] = []
+        woken: set[_Client] = set()
+        drops = 0
         for a in actions:
             kind = type(a)
             if kind is Send:
                 client = clients.get(a.conn)
                 if client is not None and not client.closed:
-                    self.adapter_stats.queue_drops += client.push(a.data, a.priority)
+                    drops += client.queue.push(a.data, a.priority)
+                    woken.add(client)
             elif kind is Close:
                 client = clients.get(a.conn)
                 if client is not None:
@@ -355,6 +358,9 @@ class DerpServer:
                     client.abort()
             elif kind is Verify:
                 checks.append(a)
+        for client in woken:
+            client.wake.set()
+        self.adapter_stats.queue_drops += drops
         return checks
 
     async def _write_loop(self, client: _Client) -> None:

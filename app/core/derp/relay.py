@@ -29,6 +29,7 @@ import hmac
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 
 from app.core.keys import NODE_PUBLIC
 
@@ -57,6 +58,9 @@ from .frames import (
     server_key,
 )
 
+_RECV_HEADER = FRAME_HEADER.pack
+_RECV = int(FrameType.RECV_PACKET)
+
 PEER_GONE_PER_SECOND = 1.0  # NotHere replies to one sender: about one a second ...
 PEER_GONE_BURST = 3  # ... with a small burst (Tailscale's server uses the same numbers)
 
@@ -68,8 +72,8 @@ class ConnState(Enum):
     CLOSED = "closed"
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+# Actions are NamedTuples: one is built per relayed packet, so they must be cheap.
+class Send(NamedTuple):
     """Queue ``data`` (one or more encoded frames) for connection ``conn``."""
 
     conn: int
@@ -77,8 +81,7 @@ class Send:
     priority: bool = False  # control frames and disco packets: dropped last
 
 
-@dataclass(frozen=True, slots=True)
-class Close:
+class Close(NamedTuple):
     """Close connection ``conn``; the relay has already forgotten it."""
 
     conn: int
@@ -86,8 +89,7 @@ class Close:
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Verify:
+class Verify(NamedTuple):
     """Ask the admission hook about ``node_key``; answer with ``Relay.verified``."""
 
     conn: int
@@ -339,22 +341,17 @@ class Relay:
         self, c: _Conn, src: bytes, dst: bytes, p: bytes, at: int, now: float, out: list[Action], forwarded: bool
     ) -> None:
         """Deliver the packet ``p[at:]`` from ``src`` to ``dst``'s active connection."""
-        disco = len(p) - at >= DISCO_MIN_LEN and p.startswith(DISCO_MAGIC, at)
+        size = len(p) - at
+        disco = size >= DISCO_MIN_LEN and p.startswith(DISCO_MAGIC, at)
         ks = self._keys.get(dst)
         if ks:
-            d = ks[-1]
-            size = len(p) - at
             if size > MAX_PACKET_SIZE:
                 raise FrameError(FrameType.SEND_PACKET, "packet too large")
+            d = ks[-1]
             # RecvPacket: 32B source key | packet
-            frame = b"".join((FRAME_HEADER.pack(FrameType.RECV_PACKET, KEY_LEN + size), src, p[at:]))
-            out.append(Send(d.id, frame, disco))
+            out.append(Send(d.id, b"".join((_RECV_HEADER(_RECV, KEY_LEN + size), src, p[at:])), disco))
             if src not in d.saw_src:
-                d.saw_src.add(src)
-                w = self._gone_watch.get(src)
-                if w is None:
-                    w = self._gone_watch[src] = set()
-                w.add(d.id)
+                self._note_sender(d, src)
             st = self.stats
             st.packets_relayed += 1
             st.bytes_relayed += size
@@ -363,6 +360,14 @@ class Relay:
         if disco and self._peer_gone_allowed(c, now):
             out.append(Send(c.id, peer_gone(dst, PeerGoneReason.NOT_HERE), True))
             self.stats.peer_gone_not_here += 1
+
+    def _note_sender(self, d: _Conn, src: bytes) -> None:
+        """Remember that ``d`` heard from ``src``: it gets PeerGone when ``src`` leaves."""
+        d.saw_src.add(src)
+        w = self._gone_watch.get(src)
+        if w is None:
+            w = self._gone_watch[src] = set()
+        w.add(d.id)
 
     def _peer_gone_allowed(self, c: _Conn, now: float) -> bool:
         tokens = min(self._pg_burst, c.pg_tokens + (now - c.pg_time) * self._pg_rate)
