@@ -1,81 +1,85 @@
 """Policy + users + nodes → ``CompiledPolicy`` (per-node filters, SSH, caps, peers, routes).
 
-Compilation follows headscale's ``policy/v2`` pipeline (PROTOCOL.md §5.4-5.5):
+Compilation follows headscale's ``policy/v2`` pipeline (PROTOCOL.md §5.4-5.5), with the
+output Tailscale's control plane produces where the two differ (golden captures):
 
-1. ACLs become grants (one per destination; non-``autogroup:self`` ones first).
-2. Each grant's sources resolve once; regular destinations become *global* rules, which are
-   merged by (SrcIPs, IPProto). ``autogroup:self`` and ``via`` destinations are kept as
-   per-user / per-router data instead.
-3. Global rules are indexed by the nodes that keep each destination entry after per-node
-   reduction (its addresses, its approved subnet routes, or "the internet" for exit nodes),
-   so a node's filter costs the size of its own filter, not the size of the policy.
-4. Visibility uses one matcher (source nodes, destination nodes) per rule; a node's peers
-   are the union of the destination sets of matchers it is a source of and the source sets
-   of matchers it is a destination of (symmetric), plus same-user and via-router edges.
+1. ACLs become grants (one per destination; non-``autogroup:self`` ones first). A policy
+   without ``acls`` and ``grants`` gets Tailscale's default grant ``* -> *:*``.
+2. Each grant's sources resolve once; regular destinations become *global* rules, merged by
+   (SrcIPs, IPProto). ``autogroup:self`` and ``via`` destinations are kept as per-user /
+   per-router data and expanded on demand.
+3. Every destination entry of a global rule is indexed by the nodes that keep it after
+   per-node reduction (owner of its addresses, subnet routers overlapping it, exit nodes for
+   public addresses), so a node's filter costs the size of that filter, not of the policy.
+4. Visibility: each rule is a matcher (source nodes, destination nodes). A node's peers are
+   the destinations of matchers it is a source of plus the sources of matchers it is a
+   destination of (symmetric), plus same-user (autogroup:self) and via-router edges.
 
-Per-node results are computed on first use and cached; the object is immutable from the
-outside, so a new policy or node set means a new ``CompiledPolicy``.
+Everything per node is computed on first use and cached. A ``CompiledPolicy`` never changes;
+new users, nodes or policy mean a new one (compare ``node_digest`` to find changed nodes).
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Mapping
 
 from ..model import Node, User
 from .aliases import NOTHING, Resolved, resolve
 from .errors import PolicyError, Problem
 from .filter import ALLOW_ALL, COMPANION_CAPS, merge_rules, net_port
-from .ipset import ALL, INTERNET, V6_BASE, AddrSet, addr_to_int, network_str, prefix_interval
-from .model import (AG_DANGER_ALL, AG_INTERNET, AG_NONROOT, AG_SELF, AUTOGROUP, GROUP, HOST,
-                    USER, WILDCARD, ALL_PORTS, Acl, Alias, Grant, IpEntry, Network, Policy,
-                    PortRange)
+from .ipset import ALL, INTERNET, V6_BASE, AddrSet, network_str, prefix_interval
+from .model import (AG_DANGER_ALL, AG_INTERNET, AG_NONROOT, AG_SELF, ALL_PORTS, AUTOGROUP, GROUP,
+                    HOST, USER, WILDCARD, Acl, Alias, Grant, IpEntry, Network, Policy, PortRange)
 from .ports import protocol_numbers
 from .tailnet import Tailnet
 
 __all__ = ["CompiledPolicy", "compile_policy", "acl_to_grants"]
 
+Rule = dict[str, Any]
+Entry = tuple[str, int, int, PortRange]          # DstPorts entry: text, address interval, ports
+_MAX = V6_BASE + (1 << 128) - 1                   # "*" covers the whole number line
+_V4_ALL = (0, V6_BASE - 1)
+_V6_ALL = (V6_BASE, _MAX)
 _ANY = Alias(WILDCARD, "*")
 _DEFAULT_GRANT = Grant((_ANY,), (_ANY,), (IpEntry("", (ALL_PORTS,)),))
-
-Rule = dict[str, Any]
-_V4_ALL = (0, V6_BASE - 1)
-_V6_ALL = (V6_BASE, V6_BASE + (1 << 128) - 1)
 
 
 def acl_to_grants(acl: Acl) -> list[Grant]:
     """One grant per destination; non-self destinations first unless all are autogroups."""
-    def grant(entry) -> Grant:
-        return Grant(acl.src, (entry.alias,), (IpEntry(acl.proto, entry.ports),))
-
     if any(d.alias.kind != AUTOGROUP for d in acl.dst):
         ordered = ([d for d in acl.dst if not d.alias.is_autogroup(AG_SELF)]
                    + [d for d in acl.dst if d.alias.is_autogroup(AG_SELF)])
     else:
         ordered = list(acl.dst)
-    return [grant(d) for d in ordered]
+    return [Grant(acl.src, (d.alias,), (IpEntry(acl.proto, d.ports),)) for d in ordered]
 
 
 @dataclass(slots=True)
 class _Rule:
-    """An unreduced filter rule plus the address sets needed to reduce and match it."""
+    """An unreduced filter rule plus what is needed to reduce and match it."""
 
     src_ips: list[str]
-    src: AddrSet                                    # what SrcIPs covers
-    src_nodes: frozenset[int]                       # identity part of the sources
+    src: AddrSet                      # everything SrcIPs covers
+    src_nodes: frozenset[int]         # nodes named by identity (their IPs are in ``src``)
+    src_literal: AddrSet              # the rest of ``src`` (CIDRs, hosts, "*", routes)
     proto: tuple[int, ...] = ()
-    entries: list[tuple[str, AddrSet, PortRange]] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
     caps: list[tuple[tuple[Network, ...], Mapping[str, Any]]] | None = None
+    by_node: dict[int, list[int]] | None = None     # entry indices per owning node (self rules)
 
     def dst_set(self) -> AddrSet:
-        sets = [e[1] for e in self.entries]
-        if self.caps:
-            sets.extend(AddrSet.of_networks(dsts) for dsts, _ in self.caps)
-        return AddrSet().union(*sets) if sets else AddrSet()
+        ivs = [(lo, hi) for _, lo, hi, _ in self.entries]
+        for dsts, _ in self.caps or ():
+            ivs.extend(prefix_interval(d) for d in dsts)
+        return AddrSet(ivs)
 
 
 @dataclass(slots=True)
@@ -91,10 +95,10 @@ class _ViaGrant:
     src_ips: list[str]
     src: AddrSet
     src_nodes: frozenset[int]
+    src_literal: AddrSet
     dsts: list[Network]
     internet: bool
     ip: tuple[IpEntry, ...]
-    viewer_nodes: frozenset[int] = frozenset()
 
 
 class CompiledPolicy:
@@ -105,19 +109,20 @@ class CompiledPolicy:
         self.policy = policy
         self.server_url = server_url.rstrip("/")
         self.tailnet = Tailnet(users, nodes)
+        # No policy at all: the literal allow-all filter (PROTOCOL.md §5.4).
+        self.allow_all = policy is None
         self._resolved: dict[Alias, Resolved] = {}
         self._full: dict[Resolved, AddrSet] = {}
-        # No policy at all: the literal allow-all filter. A policy without "acls"/"grants"
-        # behaves like Tailscale's default grant (* -> *:*) instead, see _compile.
-        self.allow_all = policy is None
-        # global rules and their per-node index
+        self._strings: dict[Resolved, list[str]] = {}
+        self._entry_node_cache: dict[tuple[int, int], frozenset[int]] = {}
         self._rules: list[_Rule] = []
         self._self_grants: list[_SelfGrant] = []
         self._via_grants: list[_ViaGrant] = []
+        # per-node index of global rules
         self._entry_ids: list[tuple[int, int]] = []     # entry id -> (rule index, entry index)
         self._universal: list[int] = []                 # entry ids every node keeps
         self._node_entries: dict[int, list[int]] = defaultdict(list)
-        self._cap_universal: list[int] = []             # rule indices of cap rules for every node
+        self._cap_universal: list[int] = []             # cap rules every node keeps
         self._node_caps: dict[int, list[int]] = defaultdict(list)
         # visibility
         self._src_groups: dict[frozenset[int], set[int]] = {}
@@ -126,15 +131,19 @@ class CompiledPolicy:
         self._dst_of: dict[int, list[frozenset[int]]] = defaultdict(list)
         self._universal_peers: set[int] = set()
         self._extra_edges: dict[int, set[int]] = defaultdict(set)
-        # caches
+        # lazily filled per node / per user
         self._reduced_cache: dict[tuple[int, tuple[int, ...]], Rule] = {}
+        self._np_cache: dict[tuple[str, PortRange], dict[str, Any]] = {}
+        self._peer_sets: dict[tuple[Any, ...], frozenset[int]] = {}
+        self._set_digests: dict[int, int] = {}          # id(peer base set) -> digest
+        self._rule_digests: dict[int, tuple[Any, bytes]] = {}   # id(rule) -> (rule, digest)
         self._filters: dict[int, list[Rule]] = {}
-        self._peers: dict[int, frozenset[int]] = {}
         self._self_rules: dict[int, list[_Rule]] = {}
+        self._self_src_cache: dict[int, list[tuple[int, ...]]] = {}
         self._via_rules: dict[int, list[_Rule]] = {}
         self._ssh_cache: dict[int, dict[str, Any] | None] = {}
         self._capmaps: dict[int, dict[str, Any]] | None = None
-        self._ssh = None
+        self._ssh: Any = None
         self._compile()
 
     # ------------------------------------------------------------------
@@ -147,7 +156,8 @@ class CompiledPolicy:
         return r
 
     def resolve_error(self, alias: Alias) -> bool:
-        """Aliases headscale fails to resolve (unknown user/host, per-node autogroups)."""
+        """Aliases headscale fails to resolve (unknown user/host, per-node autogroups); rules
+        skip them where headscale does."""
         t = self.tailnet
         if alias.kind == USER:
             return not t.user_ids(alias.name)
@@ -165,22 +175,62 @@ class CompiledPolicy:
         s = self._full.get(r)
         if s is None:
             addrs = self.tailnet.addrs
-            ips = [a for nid in r.nodes for a in addrs[nid]]
-            s = AddrSet.of_addrs(ips).union(r.addrs) if r.addrs else AddrSet.of_addrs(ips)
+            ips = AddrSet.of_addrs(a for nid in r.nodes for a in addrs[nid])
+            s = ips.union(r.addrs) if r.addrs else ips
             self._full[r] = s
         return s
 
-    def nodes_in(self, addrs: AddrSet, *, routes: bool = True, base: Iterable[int] = ()) -> frozenset[int]:
-        """Nodes with an address in ``addrs``; with ``routes`` also subnet routers overlapping it."""
+    def strings(self, r: Resolved) -> list[str]:
+        """Wire spelling of a resolution (cached: many rules share their sources)."""
+        cached = self._strings.get(r)
+        if cached is None:
+            cached = self.full(r).strings(self.tailnet.addr_text)
+            self._strings[r] = cached
+        return cached
+
+    def _owners(self, lo: int, hi: int) -> list[int]:
         t = self.tailnet
+        addrs = t.sorted_addrs
+        return [t.addr_owner[a] for a in addrs[bisect_left(addrs, lo):bisect_right(addrs, hi)]]
+
+    def _routers(self, lo: int, hi: int) -> set[int]:
+        t = self.tailnet
+        if not t.router_intervals or not t.route_space.overlaps(lo, hi):
+            return set()
+        return {nid for rlo, rhi, nid in t.router_intervals if rlo <= hi and lo <= rhi}
+
+    def entry_nodes(self, lo: int, hi: int) -> frozenset[int]:
+        """Nodes an address interval names: owners of its addresses and subnet routers
+        whose approved routes overlap it."""
+        key = (lo, hi)
+        cached = self._entry_node_cache.get(key)
+        if cached is None:
+            if lo == 0 and hi == _MAX:
+                cached = self.tailnet.all_nodes
+            else:
+                cached = frozenset(self._owners(lo, hi)) | self._routers(lo, hi)
+            self._entry_node_cache[key] = cached
+        return cached
+
+    def nodes_in(self, addrs: AddrSet, *, routes: bool = True, base: Iterable[int] = ()) -> frozenset[int]:
+        """Nodes with an address in ``addrs``; with ``routes`` also overlapping subnet routers."""
         out = set(base)
-        if addrs:
-            owner = t.addr_owner
-            out.update(owner[a] for a in addrs.addrs_between(t.sorted_addrs))
+        for lo, hi in addrs.ivs:
             if routes:
-                for lo, hi, nid in t.router_intervals:
-                    if nid not in out and addrs.overlaps(lo, hi):
-                        out.add(nid)
+                out |= self.entry_nodes(lo, hi)
+            else:
+                out.update(self._owners(lo, hi))
+        return frozenset(out)
+
+    def _source_nodes(self, nodes: frozenset[int], literal: AddrSet, full: AddrSet) -> frozenset[int]:
+        """Matcher sources: identity nodes, owners of literal addresses, and subnet routers
+        overlapping any of it (a router speaks for its subnets)."""
+        out = set(nodes)
+        t = self.tailnet
+        for lo, hi in literal.ivs:
+            out.update(self._owners(lo, hi))
+        if t.router_intervals and full.overlaps_set(t.route_space):
+            out.update(nid for lo, hi, nid in t.router_intervals if nid not in out and full.overlaps(lo, hi))
         return frozenset(out)
 
     # ------------------------------------------------------------------
@@ -188,8 +238,7 @@ class CompiledPolicy:
     def _compile(self) -> None:
         p = self.policy
         if self.allow_all:
-            rule = _Rule(["*"], ALL, frozenset(), (), [("*", ALL, (0, 65535))])
-            self._rules = [rule]
+            self._rules = [_Rule(["*"], ALL, frozenset(), ALL, (), [("*", 0, _MAX, ALL_PORTS)])]
         else:
             assert p is not None
             grants = list(p.grants) if p.has_filter else [_DEFAULT_GRANT]
@@ -202,31 +251,44 @@ class CompiledPolicy:
         self._index_rules()
         self._index_matchers()
 
+    def _sources(self, g: Grant) -> tuple[list[tuple[Alias, Resolved]], Resolved, bool, bool]:
+        srcs = [(a, self.resolve(a)) for a in g.src if not (a.kind == HOST and self.resolve_error(a))]
+        merged = NOTHING
+        for _, r in srcs:
+            merged = merged.union(r)
+        wildcard = any(a.kind == WILDCARD for a, _ in srcs)
+        danger = any(a.is_autogroup(AG_DANGER_ALL) for a, _ in srcs)
+        return srcs, merged, wildcard, danger
+
     def _src_strings(self, merged: Resolved, wildcard: bool, danger: bool,
                      non_wild: list[Resolved] | None) -> list[str]:
+        """SrcIPs: "*" sources add each approved subnet route, and keep the addresses of
+        explicit sources listed next to them (as Tailscale does)."""
         if not merged:
             return []
         if danger:
             return ["*"]
-        out = self.full(merged).strings()
+        out = list(self.strings(merged))
         if wildcard:
             out.extend(self.tailnet.approved_subnet_strings)
             if non_wild:
                 seen = set(out)
                 for r in non_wild:
-                    for s in self.full(r).strings():
-                        if s not in seen:
-                            seen.add(s)
-                            out.append(s)
+                    for text in self.strings(r):
+                        if text not in seen:
+                            seen.add(text)
+                            out.append(text)
         return out
 
-    def _src_set(self, merged: Resolved, wildcard: bool, danger: bool) -> AddrSet:
+    def _src_sets(self, merged: Resolved, wildcard: bool, danger: bool) -> tuple[AddrSet, AddrSet]:
+        """(everything the sources cover, the part not named by node identity)."""
         if danger:
-            return ALL
-        s = self.full(merged)
+            return ALL, ALL
+        literal = merged.addrs
         if wildcard and self.tailnet.subnet_routes:
-            s = s.union(AddrSet.of_networks(r for rs in self.tailnet.subnet_routes.values() for r in rs))
-        return s
+            literal = literal.union(self.tailnet.route_space)
+        full = self.full(merged)
+        return (full.union(literal) if literal else full), literal
 
     def _compile_grant(self, g: Grant, out: list[_Rule]) -> None:
         if g.via:
@@ -234,141 +296,135 @@ class CompiledPolicy:
             return
         if any(a.is_autogroup(AG_SELF) for a in g.src):
             return
-        srcs = [(a, self.resolve(a)) for a in g.src if not (a.kind == HOST and self.resolve_error(a))]
+        srcs, merged, wildcard, danger = self._sources(g)
         if not g.src or not g.dst or (not srcs and g.app is None):
             return
-        wildcard = any(a.kind == WILDCARD for a, _ in srcs)
-        danger = any(a.is_autogroup(AG_DANGER_ALL) for a, _ in srcs)
-        merged = NOTHING
-        for _, r in srcs:
-            merged = merged.union(r)
         non_wild = [r for a, r in srcs if a.kind != WILDCARD]
         src_ips = self._src_strings(merged, wildcard, danger, non_wild)
-        src_set = self._src_set(merged, wildcard, danger) if src_ips else AddrSet()
-        src_nodes = merged.nodes
+        src, literal = self._src_sets(merged, wildcard, danger) if src_ips else (AddrSet(), AddrSet())
         others = [a for a in g.dst if not a.is_autogroup(AG_SELF)]
         if others:
             for ip in g.ip:
-                entries: list[tuple[str, AddrSet, PortRange]] = []
+                entries: list[Entry] = []
                 for d in others:
                     if d.kind == WILDCARD:
-                        entries.extend(("*", ALL, pr) for pr in ip.ports)
+                        entries.extend(("*", 0, _MAX, pr) for pr in ip.ports)
                         continue
                     if d.kind == HOST and self.resolve_error(d):
                         continue
-                    full = self.full(self.resolve(d))
-                    texts = full.range_strings() if d.is_autogroup(AG_INTERNET) else full.strings()
+                    r = self.resolve(d)
+                    full = self.full(r)
+                    # autogroup:internet is always spelled as ranges by Tailscale
+                    texts = full.range_strings() if d.is_autogroup(AG_INTERNET) else self.strings(r)
                     for (lo, hi), text in zip(full.ivs, texts):
-                        one = AddrSet([(lo, hi)], _normalised=True)
-                        entries.extend((text, one, pr) for pr in ip.ports)
+                        entries.extend((text, lo, hi, pr) for pr in ip.ports)
                 if entries and src_ips:
-                    out.append(_Rule(src_ips, src_set, src_nodes, protocol_numbers(ip.proto), entries))
+                    out.append(_Rule(src_ips, src, merged.nodes, literal, protocol_numbers(ip.proto), entries))
             if g.app is not None:
-                self._compile_app(g, others, srcs, src_ips, src_set, src_nodes, out)
+                self._compile_app(g.app, others, srcs, src_ips, src, merged.nodes, literal, out)
         if len(others) != len(g.dst):
             self._self_grants.append(_SelfGrant([r for _, r in srcs], g.ip, g.app))
 
-    def _compile_app(self, g: Grant, others: list[Alias], srcs: list[tuple[Alias, Resolved]],
-                     src_ips: list[str], src_set: AddrSet, src_nodes: frozenset[int],
+    def _compile_app(self, app: Mapping[str, Any], others: list[Alias], srcs: list[tuple[Alias, Resolved]],
+                     src_ips: list[str], src: AddrSet, src_nodes: frozenset[int], literal: AddrSet,
                      out: list[_Rule]) -> None:
         caps: list[tuple[tuple[Network, ...], Mapping[str, Any]]] = []
         dst_strings: list[str] = []
         for d in others:
             if self.resolve_error(d):
                 continue
-            full = self.full(self.resolve(d))
-            caps.append((tuple(full.prefixes()), g.app))
-            dst_strings.extend(full.strings())
+            r = self.resolve(d)
+            caps.append((tuple(self.full(r).prefixes()), app))
+            dst_strings.extend(self.strings(r))
         if not caps:
             return
-        out.append(_Rule(list(src_ips), src_set, src_nodes, caps=caps))
+        out.append(_Rule(list(src_ips), src, src_nodes, literal, caps=caps))
         if any(d.kind == WILDCARD for d in others):
             dst_strings.extend(self.tailnet.approved_subnet_strings)
         src_prefixes: list[Network] = []
         for _, r in srcs:
             src_prefixes.extend(self.full(r).prefixes())
-        self._companions(g.app, dst_strings, tuple(src_prefixes), out)
+        self._companions(app, dst_strings, tuple(src_prefixes), out)
 
     def _companions(self, app: Mapping[str, Any], dst_strings: list[str],
                     src_prefixes: tuple[Network, ...], out: list[_Rule]) -> None:
+        """drive and relay grants also send a capability back from destinations to sources."""
         for original, companion in COMPANION_CAPS:
             if original in app:
-                back = AddrSet().union(*(AddrSet.parse(s) for s in dst_strings)) if dst_strings else AddrSet()
-                out.append(_Rule(list(dst_strings), back, frozenset(),
+                back = AddrSet().union(*(AddrSet.parse(s) for s in dst_strings))
+                out.append(_Rule(list(dst_strings), back, frozenset(), back,
                                  caps=[(src_prefixes, {companion: None})]))
 
     def _compile_via(self, g: Grant) -> None:
         # A via grant without "ip" produces no filter rules but still makes the via routers
         # visible to its sources (captured from Tailscale).
-        srcs = [(a, self.resolve(a)) for a in g.src if not (a.kind == HOST and self.resolve_error(a))]
-        merged = NOTHING
-        for _, r in srcs:
-            merged = merged.union(r)
+        srcs, merged, wildcard, danger = self._sources(g)
         if not merged or not self.full(merged):
             return
-        wildcard = any(a.kind == WILDCARD for a, _ in srcs)
-        danger = any(a.is_autogroup(AG_DANGER_ALL) for a, _ in srcs)
         dsts: list[Network] = []
         internet = False
         for d in g.dst:
             if d.is_autogroup(AG_INTERNET):
                 internet = True
-                continue
-            if self.resolve_error(d):
-                continue
-            if d.kind == WILDCARD:
+            elif not self.resolve_error(d):
                 dsts.extend(self.full(self.resolve(d)).prefixes())
-                continue
-            dsts.extend(self.full(self.resolve(d)).prefixes())
-        src_set = self._src_set(merged, wildcard, danger)
-        self._via_grants.append(_ViaGrant(
-            g.via, self._src_strings(merged, wildcard, danger, None), src_set, merged.nodes,
-            dsts, internet, g.ip,
-            viewer_nodes=self.nodes_in(src_set, routes=False, base=merged.nodes)))
+        src, literal = self._src_sets(merged, wildcard, danger)
+        self._via_grants.append(_ViaGrant(g.via, self._src_strings(merged, wildcard, danger, None), src,
+                                          merged.nodes, literal, dsts, internet, g.ip))
 
     # ------------------------------------------------------------------
     # indexes
-    def _keepers(self, s: AddrSet) -> frozenset[int] | None:
-        """Nodes whose reduced filter keeps a destination entry; None means every node."""
+    def _keepers(self, lo: int, hi: int) -> frozenset[int] | None:
+        """Nodes whose reduced filter keeps an entry; None means every node."""
+        keep = self.entry_nodes(lo, hi)
         t = self.tailnet
-        if s is ALL:
-            return None
-        keep = set(self.nodes_in(s))
-        if t.exit_nodes and s.issubset(INTERNET):
-            keep |= t.exit_nodes
-        return frozenset(keep)
+        if t.exit_nodes and INTERNET.covers(lo, hi):
+            keep = keep | t.exit_nodes
+        return None if len(keep) == len(t.all_nodes) else keep
 
     def _index_rules(self) -> None:
         all_nodes = self.tailnet.all_nodes
+        entry_ids, universal, node_entries = self._entry_ids, self._universal, self._node_entries
+        keepers_cache: dict[tuple[int, int], frozenset[int] | None] = {}
         for ri, rule in enumerate(self._rules):
             if rule.caps is not None:
                 keep: set[int] = set()
                 for dsts, _ in rule.caps:
-                    keep |= self.nodes_in(AddrSet.of_networks(dsts))
+                    for d in dsts:
+                        keep |= self.entry_nodes(*prefix_interval(d))
                 if keep == all_nodes:
                     self._cap_universal.append(ri)
                 else:
                     for nid in keep:
                         self._node_caps[nid].append(ri)
                 continue
-            for ei, (_, s, _) in enumerate(rule.entries):
-                eid = len(self._entry_ids)
-                self._entry_ids.append((ri, ei))
-                keepers = self._keepers(s)
-                if keepers is None or keepers == all_nodes:
-                    self._universal.append(eid)
+            for ei, (_, lo, hi, _) in enumerate(rule.entries):
+                eid = len(entry_ids)
+                entry_ids.append((ri, ei))
+                key = (lo, hi)
+                if key in keepers_cache:
+                    keepers = keepers_cache[key]
+                else:
+                    keepers = keepers_cache[key] = self._keepers(lo, hi)
+                if keepers is None:
+                    universal.append(eid)
                 else:
                     for nid in keepers:
-                        self._node_entries[nid].append(eid)
+                        node_entries[nid].append(eid)
 
     def _matcher_nodes(self, rule: _Rule) -> tuple[frozenset[int], frozenset[int]]:
         t = self.tailnet
-        src = self.nodes_in(rule.src, base=rule.src_nodes)
-        dst_set = rule.dst_set()
-        dst = set(self.nodes_in(dst_set))
-        if t.exit_nodes and (dst_set.covers(*_V4_ALL) or dst_set.covers(*_V6_ALL)
-                             or INTERNET.issubset(dst_set)):
-            dst |= t.exit_nodes
+        src = self._source_nodes(rule.src_nodes, rule.src_literal, rule.src)
+        dst: set[int] = set()
+        for _, lo, hi, _ in rule.entries:
+            dst |= self.entry_nodes(lo, hi)
+        for dsts, _ in rule.caps or ():
+            for d in dsts:
+                dst |= self.entry_nodes(*prefix_interval(d))
+        if t.exit_nodes and not t.exit_nodes <= dst:
+            dst_set = rule.dst_set()
+            if dst_set.covers(*_V4_ALL) or dst_set.covers(*_V6_ALL) or INTERNET.issubset(dst_set):
+                dst |= t.exit_nodes
         return src, frozenset(dst)
 
     def _add_matcher(self, src: frozenset[int], dst: frozenset[int]) -> None:
@@ -387,14 +443,14 @@ class CompiledPolicy:
     def _index_matchers(self) -> None:
         for rule in self._rules:
             self._add_matcher(*self._matcher_nodes(rule))
-        for key in list(self._src_groups):
+        for key in self._src_groups:
             for nid in key:
                 self._src_of[nid].append(key)
-        for key in list(self._dst_groups):
+        for key in self._dst_groups:
             for nid in key:
                 self._dst_of[nid].append(key)
-        # via routers: a via grant links each router that serves its destinations with the
-        # grant's sources (and, when the router is itself a source, with the destinations)
+        # A via grant links each router that serves its destinations with the grant's sources
+        # (and, when the router is itself a source, with the destinations).
         for vg in self._via_grants:
             src = None
             for nid in self.tailnet.tagged_nodes:
@@ -402,12 +458,11 @@ class CompiledPolicy:
                 if not prefixes:
                     continue
                 if src is None:
-                    src = self.nodes_in(vg.src, base=vg.src_nodes)
-                dst = set(self.nodes_in(AddrSet.of_networks(prefixes)))
+                    src = self._source_nodes(vg.src_nodes, vg.src_literal, vg.src)
                 for other in src:
                     self._add_edge(nid, other)
                 if nid in src:
-                    for other in dst:
+                    for other in self.nodes_in(AddrSet.of_networks(prefixes)):
                         self._add_edge(nid, other)
 
     def _add_edge(self, a: int, b: int) -> None:
@@ -418,28 +473,24 @@ class CompiledPolicy:
     # ------------------------------------------------------------------
     # per-node packet filter
     def filter_rules(self, node_id: int) -> list[Rule]:
-        """The node's reduced ``PacketFilter`` (wire JSON); cached, treat as read-only."""
+        """The node's reduced ``PacketFilter`` rules (wire JSON); cached, treat as read-only."""
         cached = self._filters.get(node_id)
         if cached is not None:
             return cached
         if node_id not in self.tailnet.nodes:
             raise KeyError(node_id)
-        if self.allow_all:
-            out = ALLOW_ALL
-        else:
-            out = self._build_filter(node_id)
+        out = ALLOW_ALL if self.allow_all else self._build_filter(node_id)
         self._filters[node_id] = out
         return out
 
     def _build_filter(self, nid: int) -> list[Rule]:
         kept: dict[int, list[int]] = defaultdict(list)
-        entry_ids = self._universal + self._node_entries.get(nid, [])
-        for eid in sorted(entry_ids):
-            ri, ei = self._entry_ids[eid]
+        entry_ids = self._entry_ids
+        for eid in sorted(self._universal + self._node_entries.get(nid, [])):
+            ri, ei = entry_ids[eid]
             kept[ri].append(ei)
-        cap_rules = self._cap_universal + self._node_caps.get(nid, [])
         out: list[Rule] = []
-        for ri in sorted(set(kept) | set(cap_rules)):
+        for ri in sorted(set(kept) | set(self._cap_universal) | set(self._node_caps.get(nid, ()))):
             rule = self._rules[ri]
             if rule.caps is not None:
                 reduced = self._reduce_caps(nid, rule)
@@ -447,41 +498,42 @@ class CompiledPolicy:
                     out.append(reduced)
                 continue
             key = (ri, tuple(kept[ri]))
-            r = self._reduced_cache.get(key)
-            if r is None:
-                r = _wire(rule, [rule.entries[i] for i in kept[ri]])
-                self._reduced_cache[key] = r
-            out.append(r)
+            wire = self._reduced_cache.get(key)
+            if wire is None:
+                wire = self._reduced_cache[key] = _wire(rule, [rule.entries[i] for i in kept[ri]], self._np_cache)
+            out.append(wire)
         extra = self.self_rules_for(nid) + self.via_rules(nid)
         if extra:
-            for rule in extra:
-                reduced = self._reduce(nid, rule)
-                if reduced is not None:
-                    out.append(reduced)
+            out.extend(r for r in (self._reduce(nid, rule) for rule in extra) if r is not None)
             out = merge_rules(out)
         return out
 
     def _reduce(self, nid: int, rule: _Rule) -> Rule | None:
+        """headscale ``ReduceFilterRules`` for one rule and one node."""
         if rule.caps is not None:
             return self._reduce_caps(nid, rule)
         t = self.tailnet
         addrs = t.addrs[nid]
         routes = [prefix_interval(r) for r in t.subnet_routes.get(nid, ())]
         is_exit = nid in t.exit_nodes
-        kept = [e for e in rule.entries
-                if e[1].contains_any(addrs) or any(e[1].overlaps(lo, hi) for lo, hi in routes)
-                or (is_exit and e[1].issubset(INTERNET))]
-        return _wire(rule, kept) if kept else None
+        if rule.by_node is not None and not routes and not is_exit:
+            kept = [rule.entries[i] for i in rule.by_node.get(nid, ())]
+        else:
+            kept = [e for e in rule.entries
+                    if any(e[1] <= a <= e[2] for a in addrs)
+                    or any(lo <= e[2] and e[1] <= hi for lo, hi in routes)
+                    or (is_exit and INTERNET.covers(e[1], e[2]))]
+        return _wire(rule, kept, self._np_cache) if kept else None
 
     def _reduce_caps(self, nid: int, rule: _Rule) -> Rule | None:
+        """Capability grants narrowed to the node: its own /32 and /128 inside broad
+        destinations, plus destinations overlapping its approved subnet routes."""
         t = self.tailnet
         addrs = t.addrs[nid]
-        node = t.nodes[nid]
-        ips = [ip for ip in (node.ipv4, node.ipv6) if ip]
+        texts = t.node_ip_strings(nid)
         routes = t.subnet_routes.get(nid, ())
         grants = []
-        assert rule.caps is not None
-        for dsts, capmap in rule.caps:
+        for dsts, capmap in rule.caps or ():
             match: set[tuple[int, int, int, str]] = set()
             for d in dsts:
                 lo, hi = prefix_interval(d)
@@ -489,14 +541,12 @@ class CompiledPolicy:
                     if lo in addrs:
                         match.add((d.version, d.prefixlen, lo, network_str(d)))
                     continue
-                for a, ip in zip(addrs, ips):
+                for a, ip in zip(addrs, texts):
                     if lo <= a <= hi:
-                        bits = 32 if a < V6_BASE else 128
-                        match.add((4 if bits == 32 else 6, bits, a, f"{ip}/{bits}"))
-            for d in dsts:
+                        v4 = a < V6_BASE
+                        match.add((4 if v4 else 6, 32 if v4 else 128, a, f"{ip}/{32 if v4 else 128}"))
                 for r in routes:
-                    if d.overlaps(r) if d.version == r.version else False:
-                        lo, _ = prefix_interval(d)
+                    if d.version == r.version and d.overlaps(r):
                         match.add((d.version, d.prefixlen, lo, network_str(d)))
             if match:
                 grants.append({"Dsts": [m[3] for m in sorted(match)], "CapMap": _capmap_json(capmap)})
@@ -513,51 +563,49 @@ class CompiledPolicy:
             return []
         rules = self._self_rules.get(uid)
         if rules is None:
-            rules = self._build_self_rules(uid)
-            self._self_rules[uid] = rules
+            rules = self._self_rules[uid] = self._build_self_rules(uid)
         return rules
 
-    def _self_sources(self, sg: _SelfGrant, same_user: list[int]) -> list[int]:
-        t = self.tailnet
-        picked = []
-        for nid in same_user:
-            if any(nid in r.nodes or (r.addrs and r.addrs.contains_any(t.addrs[nid])) for r in sg.srcs):
-                picked.append(nid)
-        return picked
-
-    def _user_nodes_ordered(self, uid: int) -> list[int]:
-        members = self.tailnet.user_nodes(uid)
-        return [n for n in self.tailnet.order if n in members]
+    def _self_sources(self, uid: int) -> list[tuple[int, ...]]:
+        """Per self grant: the user's nodes that its sources include (cached per user)."""
+        cached = self._self_src_cache.get(uid)
+        if cached is None:
+            t = self.tailnet
+            same_user = t.user_nodes_ordered(uid)
+            cached = [tuple(n for n in same_user
+                            if any(n in r.nodes or (r.addrs and r.addrs.contains_any(t.addrs[n]))
+                                   for r in sg.srcs))
+                      for sg in self._self_grants]
+            self._self_src_cache[uid] = cached
+        return cached
 
     def _build_self_rules(self, uid: int) -> list[_Rule]:
+        """autogroup:self for one user: sources limited to the user's own untagged devices,
+        destinations all of them (headscale ``compileAutogroupSelf``)."""
         t = self.tailnet
-        same_user = self._user_nodes_ordered(uid)
+        same_user = t.user_nodes_ordered(uid)
         out: list[_Rule] = []
-        for sg in self._self_grants:
-            src_nodes = self._self_sources(sg, same_user)
+        for sg, src_nodes in zip(self._self_grants, self._self_sources(uid)):
             if not src_nodes:
                 continue
-            src_set = AddrSet.of_addrs(a for n in src_nodes for a in t.addrs[n])
-            src_ips = src_set.strings()
+            src = AddrSet.of_addrs(a for n in src_nodes for a in t.addrs[n])
+            src_ips = src.strings(t.addr_text)
             for ip in sg.ip:
-                entries = []
+                entries: list[Entry] = []
+                by_node: dict[int, list[int]] = {}
                 for n in same_user:
                     for pr in ip.ports:
-                        for text, a in zip(t.node_ip_strings(n), t.addrs[n]):
-                            entries.append((text, AddrSet([(a, a)], _normalised=True), pr))
+                        for a in t.addrs[n]:
+                            by_node.setdefault(n, []).append(len(entries))
+                            entries.append((t.addr_text[a], a, a, pr))
                 if entries:
-                    out.append(_Rule(src_ips, src_set, frozenset(src_nodes), protocol_numbers(ip.proto),
-                                     entries))
+                    out.append(_Rule(src_ips, src, frozenset(src_nodes), AddrSet(),
+                                     protocol_numbers(ip.proto), entries, by_node=by_node))
             if sg.app is not None:
-                caps = []
-                dst_strings = []
-                for n in same_user:
-                    nets = tuple(_host_net(ip) for ip in t.node_ip_strings(n))
-                    dst_strings.extend(t.node_ip_strings(n))
-                    caps.append((nets, sg.app))
-                if caps:
-                    out.append(_Rule(list(src_ips), src_set, frozenset(src_nodes), caps=caps))
-                    self._companions(sg.app, dst_strings, tuple(src_set.prefixes()), out)
+                caps = [(tuple(_host_net(ip) for ip in t.node_ip_strings(n)), sg.app) for n in same_user]
+                dst_strings = [ip for n in same_user for ip in t.node_ip_strings(n)]
+                out.append(_Rule(list(src_ips), src, frozenset(src_nodes), AddrSet(), caps=caps))
+                self._companions(sg.app, dst_strings, tuple(src.prefixes()), out)
         return out
 
     # --- via routers ----------------------------------------------------------
@@ -576,54 +624,71 @@ class CompiledPolicy:
         if not self._via_grants:
             return []
         rules = self._via_rules.get(nid)
-        if rules is not None:
-            return rules
-        rules = []
-        for vg in self._via_grants:
-            prefixes = self._via_prefixes(vg, nid)
-            for ip in vg.ip if prefixes else ():
-                entries = [(network_str(pf), AddrSet.of_networks([pf]), pr) for pf in prefixes for pr in ip.ports]
-                rules.append(_Rule(vg.src_ips, vg.src, vg.src_nodes, protocol_numbers(ip.proto), entries))
-        self._via_rules[nid] = rules
+        if rules is None:
+            rules = []
+            for vg in self._via_grants:
+                prefixes = self._via_prefixes(vg, nid)
+                for ip in vg.ip if prefixes else ():
+                    entries = [(network_str(pf), *prefix_interval(pf), pr) for pf in prefixes for pr in ip.ports]
+                    rules.append(_Rule(vg.src_ips, vg.src, vg.src_nodes, vg.src_literal,
+                                       protocol_numbers(ip.proto), entries))
+            self._via_rules[nid] = rules
         return rules
 
     # ------------------------------------------------------------------
     # visibility
     def peers(self, node_id: int) -> frozenset[int]:
-        """Ids of the nodes ``node_id`` may see (either side may reach the other)."""
-        cached = self._peers.get(node_id)
-        if cached is not None:
-            return cached
+        """Ids of the nodes ``node_id`` may see (either side may reach the other).
+
+        Peer sets are shared by all nodes with the same matcher memberships; the per-node
+        result (that set minus the node) is rebuilt on each call rather than kept, so
+        thousands of nodes do not hold thousands of near-identical copies."""
         if node_id not in self.tailnet.nodes:
             raise KeyError(node_id)
-        out = set(self._universal_peers)
-        for key in self._src_of.get(node_id, ()):
-            out |= self._src_groups[key]
-        for key in self._dst_of.get(node_id, ()):
-            out |= self._dst_groups[key]
-        out |= self._extra_edges.get(node_id, set())
-        uid = self.tailnet.owner_of(node_id)
-        if uid is not None and self._self_grants:
-            out |= self._self_peers(uid, node_id)
-        out.discard(node_id)
-        result = frozenset(out)
-        self._peers[node_id] = result
-        return result
+        base = self._peer_base(node_id)
+        extra = self._extra_edges.get(node_id)
+        return (base | extra) - {node_id} if extra else base - {node_id}
 
-    def _self_peers(self, uid: int, nid: int) -> set[int]:
-        same_user = self._user_nodes_ordered(uid)
-        out: set[int] = set()
-        for sg in self._self_grants:
-            srcs = self._self_sources(sg, same_user)
-            if not srcs:
-                continue
-            out.update(srcs)
-            if nid in srcs:
-                out.update(same_user)
-        return out
+    def _peer_base(self, node_id: int) -> frozenset[int]:
+        """The node's peer set before removing itself; shared by nodes in the same matcher
+        groups (same sources/destinations memberships and self-grant position)."""
+        src_keys = self._src_of.get(node_id, ())
+        dst_keys = self._dst_of.get(node_id, ())
+        uid = self.tailnet.owner_of(node_id) if self._self_grants else None
+        member = tuple(node_id in srcs for srcs in self._self_sources(uid)) if uid is not None else ()
+        sig = (tuple(map(id, src_keys)), tuple(map(id, dst_keys)), uid, member)
+        base = self._peer_sets.get(sig)
+        if base is None:
+            out = set(self._universal_peers)
+            for key in src_keys:
+                out |= self._src_groups[key]
+            for key in dst_keys:
+                out |= self._dst_groups[key]
+            if uid is not None:
+                for srcs, is_src in zip(self._self_sources(uid), member):
+                    if srcs:
+                        out.update(srcs)
+                        if is_src:
+                            out.update(self.tailnet.user_nodes(uid))
+            base = self._peer_sets[sig] = frozenset(out)
+        return base
+
+    def _peers_digest(self, node_id: int) -> int:
+        """Order-independent hash of ``peers(node_id)`` computed from the shared base set."""
+        base = self._peer_base(node_id)
+        d = self._set_digests.get(id(base))
+        if d is None:
+            d = sum(map(_element_hash, base)) % _MOD
+            self._set_digests[id(base)] = d
+        if node_id in base:
+            d -= _element_hash(node_id)
+        for other in self._extra_edges.get(node_id, ()):
+            if other not in base and other != node_id:
+                d += _element_hash(other)
+        return d % _MOD
 
     # ------------------------------------------------------------------
-    # SSH, capabilities, routes, tags
+    # SSH, capabilities, digests
     def ssh_policy(self, node_id: int) -> dict[str, Any] | None:
         """``SSHPolicy`` wire JSON for the node, or None when the policy has no ``ssh`` rules."""
         if node_id in self._ssh_cache:
@@ -640,14 +705,9 @@ class CompiledPolicy:
         self._ssh_cache[node_id] = result
         return result
 
-    def ssh_policy_with_url(self, node_id: int, server_url: str) -> dict[str, Any] | None:
-        from .ssh import SshCompiler
-        if self.policy is None or not self.policy.ssh:
-            return None
-        return {"rules": SshCompiler(self, server_url).rules_for(node_id)}
-
     def cap_map(self, node_id: int) -> dict[str, Any]:
-        """CapMap entries the policy adds to the node's self view (nodeAttrs, randomizeClientPort)."""
+        """CapMap entries the policy adds to the node's self view (nodeAttrs and
+        ``randomizeClientPort``); values are null as Tailscale sends them."""
         if self._capmaps is None:
             self._capmaps = self._build_capmaps()
         if node_id not in self.tailnet.nodes:
@@ -655,13 +715,13 @@ class CompiledPolicy:
         return self._capmaps.get(node_id, {})
 
     def _build_capmaps(self) -> dict[int, dict[str, Any]]:
-        out: dict[int, dict[str, Any]] = defaultdict(dict)
         p = self.policy
         if p is None:
             return {}
+        out: dict[int, dict[str, Any]] = defaultdict(dict)
         if p.randomize_client_port:
             for nid in self.tailnet.nodes:
-                out[nid].setdefault("randomize-client-port", None)
+                out[nid]["randomize-client-port"] = None
         for na in p.node_attrs:
             if not na.attrs:
                 continue
@@ -683,12 +743,45 @@ class CompiledPolicy:
         return None
 
     def node_digest(self, node_id: int) -> str:
-        """A short hash of everything this object produces for the node, for change detection."""
-        blob = json.dumps([self.filter_rules(node_id), self.ssh_policy(node_id), self.cap_map(node_id),
-                           sorted(self.peers(node_id))], sort_keys=True, separators=(",", ":"))
-        return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+        """A short hash of everything this object produces for the node (filter, SSH policy,
+        caps, peers): equal digests across two compilations mean nothing to send.
 
-    # routes, tags: see routes.py
+        Cheap: rule objects are shared between nodes and hashed once, and the peer set is
+        hashed from its shared base set."""
+        h = hashlib.blake2b(digest_size=16)
+        for rule in self.filter_rules(node_id):
+            h.update(self._filter_rule_digest(rule))
+        h.update(b"|ssh")
+        for rule in (self.ssh_policy(node_id) or {}).get("rules", ()):
+            h.update(self._digest_of(rule))
+        h.update(_canon({"caps": self.cap_map(node_id), "peer": self.peer_cap_map(node_id)}))
+        h.update(self._peers_digest(node_id).to_bytes(17, "little"))
+        return h.hexdigest()
+
+    def _filter_rule_digest(self, rule: Rule) -> bytes:
+        """Rules are often rebuilt per node around shared parts (SrcIPs lists, DstPorts
+        elements); hash those parts by identity."""
+        cached = self._rule_digests.get(id(rule))
+        if cached is not None and cached[0] is rule:
+            return cached[1]
+        h = hashlib.blake2b(digest_size=16)
+        h.update(self._digest_of(rule["SrcIPs"]))
+        for item in rule.get("DstPorts", ()):
+            h.update(self._digest_of(item))
+        h.update(_canon([rule.get("IPProto"), rule.get("CapGrant")]))
+        digest = h.digest()
+        self._rule_digests[id(rule)] = (rule, digest)
+        return digest
+
+    def _digest_of(self, obj: Any) -> bytes:
+        cached = self._rule_digests.get(id(obj))
+        if cached is not None and cached[0] is obj:
+            return cached[1]
+        digest = hashlib.blake2b(_canon(obj), digest_size=16).digest()
+        self._rule_digests[id(obj)] = (obj, digest)    # keeps obj alive, so ids stay unique
+        return digest
+
+    # --- routes and tags (routes.py) ------------------------------------------
     def node_can_have_tag(self, node: Node, tag: str) -> bool:
         from .routes import node_can_have_tag
         return node_can_have_tag(self, node, tag)
@@ -706,13 +799,14 @@ class CompiledPolicy:
         from .routes import allowed_ips_for_peer
         return allowed_ips_for_peer(self, viewer_id, peer_id, primary_routes)
 
-    # --- for tests.py -------------------------------------------------------
     @property
     def global_rules(self) -> list[_Rule]:
+        """The unreduced global rules (used by policy tests and route checks)."""
         return self._rules
 
 
 def _merge(rules: list[_Rule]) -> list[_Rule]:
+    """headscale ``mergeFilterRules`` on unreduced rules: same SrcIPs and IPProto → one rule."""
     out: list[_Rule] = []
     index: dict[tuple[tuple[str, ...], tuple[int, ...]], int] = {}
     for rule in rules:
@@ -723,7 +817,8 @@ def _merge(rules: list[_Rule]) -> list[_Rule]:
         at = index.get(key)
         if at is None:
             index[key] = len(out)
-            out.append(_Rule(rule.src_ips, rule.src, rule.src_nodes, rule.proto, list(rule.entries)))
+            out.append(_Rule(rule.src_ips, rule.src, rule.src_nodes, rule.src_literal, rule.proto,
+                             list(rule.entries)))
         else:
             merged = out[at]
             merged.entries.extend(rule.entries)
@@ -731,11 +826,32 @@ def _merge(rules: list[_Rule]) -> list[_Rule]:
     return out
 
 
-def _wire(rule: _Rule, entries: list[tuple[str, AddrSet, PortRange]]) -> Rule:
-    out: Rule = {"SrcIPs": list(rule.src_ips), "DstPorts": [net_port(text, pr) for text, _, pr in entries]}
+def _wire(rule: _Rule, entries: list[Entry], cache: dict[tuple[str, PortRange], dict[str, Any]]) -> Rule:
+    """Wire form; identical DstPorts elements are shared objects (read-only)."""
+    dst = []
+    for e in entries:
+        key = (e[0], e[3])
+        item = cache.get(key)
+        if item is None:
+            item = cache[key] = net_port(e[0], e[3])
+        dst.append(item)
+    out: Rule = {"SrcIPs": rule.src_ips, "DstPorts": dst}
     if rule.proto:
         out["IPProto"] = list(rule.proto)
     return out
+
+
+_MOD = 1 << 128
+
+
+@lru_cache(maxsize=1 << 20)
+def _element_hash(value: int) -> int:
+    return int.from_bytes(hashlib.blake2b(value.to_bytes(8, "little", signed=True), digest_size=16).digest(),
+                          "little")
+
+
+def _canon(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _capmap_json(capmap: Mapping[str, Any]) -> dict[str, Any]:
@@ -743,15 +859,15 @@ def _capmap_json(capmap: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _host_net(ip: str) -> Network:
-    import ipaddress
     a = ipaddress.ip_address(ip)
     return ipaddress.ip_network((a, a.max_prefixlen))
 
 
 def compile_policy(policy: Policy | None, users: Sequence[User], nodes: Sequence[Node], *,
                    server_url: str = "", run_tests: bool = True) -> CompiledPolicy:
-    """Compile for these users and nodes; with ``run_tests`` the policy's ``tests`` and
-    ``sshTests`` run and a failure raises ``PolicyError``."""
+    """Compile for these users and nodes. Ambiguous user references raise ``PolicyError``;
+    with ``run_tests`` so do failing ``tests``/``sshTests`` (pass False when loading a
+    stored policy at boot, where a stale test must not lock the server out)."""
     compiled = CompiledPolicy(policy, users, nodes, server_url=server_url)
     if policy is not None:
         problems = _ambiguous_users(compiled)

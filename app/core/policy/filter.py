@@ -25,9 +25,6 @@ RELAY_TARGET = "tailscale.com/cap/relay-target"
 # A grant of the first capability also sends the second back from destinations to sources.
 COMPANION_CAPS = ((DRIVE, DRIVE_SHARER), (RELAY, RELAY_TARGET))
 
-_PORT_DICTS: dict[PortRange, dict[str, int]] = {}
-
-
 def net_port(ip: str, ports: PortRange) -> dict[str, Any]:
     return {"IP": ip, "Ports": {"First": ports[0], "Last": ports[1]}}
 

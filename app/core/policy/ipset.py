@@ -228,8 +228,15 @@ class AddrSet:
                 i += 1
 
     # --- rendering -----------------------------------------------------
-    def strings(self) -> list[str]:
-        return [_interval_str(lo, hi) for lo, hi in self.ivs]
+    def strings(self, names: dict[int, str] | None = None) -> list[str]:
+        """Wire spellings; ``names`` maps known single addresses to their text (fast path)."""
+        if names is None:
+            return [_interval_str(lo, hi) for lo, hi in self.ivs]
+        out = []
+        for lo, hi in self.ivs:
+            text = names.get(lo) if lo == hi else None
+            out.append(text if text is not None else _interval_str(lo, hi))
+        return out
 
     def range_strings(self) -> list[str]:
         """Like ``strings`` but never collapsing a range to CIDR form (how Tailscale spells

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from ..model import Node, User
-from .ipset import addr_to_int, prefix_interval
+from .ipset import AddrSet, addr_to_int, prefix_interval
 from .model import Network
 
 __all__ = ["Tailnet", "is_exit_route"]
@@ -19,14 +19,27 @@ def is_exit_route(net: Network) -> bool:
     return net in _EXIT_ROUTES
 
 
+@lru_cache(maxsize=1 << 16)
+def parse_addr(text: str) -> tuple[int, str] | None:
+    """A node address as (number-line value, canonical text); cached across compilations."""
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return addr_to_int(addr), str(addr)
+
+
+@lru_cache(maxsize=1 << 14)
+def _network(text: str) -> Network | None:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
 def _networks(texts: Sequence[str]) -> list[Network]:
-    out = []
-    for text in texts:
-        try:
-            out.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            continue    # a malformed route never matches anything
-    return out
+    # a malformed route never matches anything
+    return [net for net in map(_network, texts) if net is not None]
 
 
 class Tailnet:
@@ -38,6 +51,7 @@ class Tailnet:
         self.order: tuple[int, ...] = tuple(self.nodes)
         self.addrs: dict[int, tuple[int, ...]] = {}
         self.addr_owner: dict[int, int] = {}
+        self.addr_text: dict[int, str] = {}        # canonical spelling of node addresses
         user_nodes: dict[int, set[int]] = {}
         tag_nodes: dict[str, set[int]] = {}
         members: set[int] = set()
@@ -49,12 +63,13 @@ class Tailnet:
             for text in (n.ipv4, n.ipv6):
                 if not text:
                     continue
-                try:
-                    value = addr_to_int(ipaddress.ip_address(text))
-                except ValueError:
+                parsed = parse_addr(text)
+                if parsed is None:
                     continue
+                value, canonical = parsed
                 ips.append(value)
                 self.addr_owner.setdefault(value, n.id)
+                self.addr_text[value] = canonical
             self.addrs[n.id] = tuple(ips)
             if n.tags:
                 tagged.add(n.id)
@@ -65,6 +80,8 @@ class Tailnet:
                 user_nodes.setdefault(n.user_id, set()).add(n.id)
             else:
                 members.add(n.id)
+            if not n.approved_routes:
+                continue
             announced = _networks(n.routable_ips)
             approved = set(_networks(n.approved_routes))
             subnets = tuple(r for r in announced if r in approved and not is_exit_route(r))
@@ -138,9 +155,21 @@ class Tailnet:
         """(lo, hi, node id) of every approved subnet route."""
         return [(*prefix_interval(r), nid) for nid, routes in self.subnet_routes.items() for r in routes]
 
+    @cached_property
+    def route_space(self) -> AddrSet:
+        """Everything any approved subnet route covers (a quick "no router involved" test)."""
+        return AddrSet((lo, hi) for lo, hi, _ in self.router_intervals)
+
+    def user_nodes_ordered(self, uid: int) -> tuple[int, ...]:
+        """A user's untagged nodes in node order."""
+        cache = self.__dict__.setdefault("_ordered_user_nodes", {})
+        if uid not in cache:
+            members = self.user_nodes(uid)
+            cache[uid] = tuple(n for n in self.order if n in members)
+        return cache[uid]
+
     def node_ip_strings(self, node_id: int) -> list[str]:
-        n = self.nodes[node_id]
-        return [a for a in (n.ipv4, n.ipv6) if a]
+        return [self.addr_text[a] for a in self.addrs[node_id]]
 
     @cached_property
     def approved_subnet_strings(self) -> list[str]:

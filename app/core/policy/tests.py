@@ -89,8 +89,8 @@ def _reaches(c: "CompiledPolicy", lo: int, hi: int, dst: AddrSet, ports, protos)
             continue
         if rule.proto and not any(p in protos for p in rule.proto):
             continue
-        for _, entry, (first, last) in rule.entries:
-            if not entry.overlaps_set(dst):
+        for _, lo2, hi2, (first, last) in rule.entries:
+            if not dst.overlaps(lo2, hi2):
                 continue
             if any(first <= a and b <= last for a, b in ports):
                 return True
