@@ -172,3 +172,21 @@ def test_durations():
     assert envtable.duration_seconds("180d") == 180 * 86400
     assert envtable.check_go_duration("180d") is not None
     assert envtable.check_expiry("180d") is None
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_server_accepts_every_rendered_config(case, tmp_path):
+    """The control server's own loader validates the rendered file, with the clean environment
+    supervisord gives it (`env -i`: the appliance's HEADSCALE_* names are not its overrides)."""
+    from app.config import load_config
+
+    paths = Paths.under(tmp_path)
+    settings = validate(CASES[case])
+    rendered = render(settings, paths, TOOLS)
+    paths.config_dir.mkdir(parents=True)
+    paths.data_dir.mkdir(parents=True)
+    paths.oidc_secret.write_text("secret\n")
+    paths.config.write_text(rendered.config)
+    cfg = load_config(str(paths.config), env={})
+    assert cfg.server_url == settings.server_url
+    assert str(cfg.database.sqlite.path) == str(paths.db)
