@@ -103,7 +103,9 @@ class Receiver:
                         self.latencies.append((now_ns - STAMP.unpack_from(frame.payload, KEY_LEN)[1]) / 1e6)
 
 
-async def flood(sender: DerpClient, receiver: DerpClient, packets: int, size: int, window: int | None) -> dict:
+async def flood(
+    sender: DerpClient, receiver: DerpClient, packets: int, size: int, window: int | None
+) -> dict:
     rx = Receiver(receiver)
     stop = asyncio.Event()
     task = asyncio.create_task(rx.run(stop))
@@ -183,41 +185,41 @@ def _report(name: str, r: dict, cpu: float, size: int) -> None:
         print(f"{'':9s} latency p50={r['p50_ms']:.3f} ms  p99={r['p99_ms']:.3f} ms  max={r['max_ms']:.3f} ms")
 
 
-async def run(args: argparse.Namespace) -> None:
+def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.derp_bench", "--serve"] + (["--profile", args.profile] if args.profile else []),
+        [sys.executable, "-m", "bench.derp_bench", "--serve"]
+        + (["--profile", args.profile] if args.profile else []),
         stdout=subprocess.PIPE,
         text=True,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     )
-    try:
-        port = int(proc.stdout.readline())
-        pinned = _pin(proc.pid, 0) and _pin(0, 1)
-        server = Proc(proc.pid)
-        sender = await DerpClient.connect("127.0.0.1", port)
-        receiver = await DerpClient.connect("127.0.0.1", port)
-        await sender.send(receiver.public_key, STAMP.pack(0, 0))  # warm up the path
-        await receiver.recv_packet()
-        print(
-            f"DERP relay bench: {args.size}-byte packets over loopback; server pid {proc.pid}"
-            f"{' pinned to its own CPU' if pinned else ' (not pinned: one CPU only)'}; "
-            f"server RSS at start {server.memory_kib()['VmRSS'] / 1024:.1f} MiB"
-        )
-        for name, coro in (
-            ("flood", lambda: flood(sender, receiver, args.packets, args.size, None)),
-            ("windowed", lambda: flood(sender, receiver, args.packets, args.size, args.window)),
-            ("latency", lambda: paced(sender, receiver, args.rate, args.seconds, args.size)),
-        ):
-            cpu0 = server.cpu_seconds()
-            result = await coro()
-            _report(name, result, server.cpu_seconds() - cpu0, args.size)
-        mem = server.memory_kib()
-        print(f"server memory: RSS {mem['VmRSS'] / 1024:.1f} MiB, peak RSS {mem['VmHWM'] / 1024:.1f} MiB")
-        sender.abort()
-        receiver.abort()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    return proc, int(proc.stdout.readline())
+
+
+async def run(args: argparse.Namespace, proc: subprocess.Popen, port: int) -> None:
+    pinned = _pin(proc.pid, 0) and _pin(0, 1)
+    server = Proc(proc.pid)
+    sender = await DerpClient.connect("127.0.0.1", port)
+    receiver = await DerpClient.connect("127.0.0.1", port)
+    await sender.send(receiver.public_key, STAMP.pack(0, 0))  # warm up the path
+    await receiver.recv_packet()
+    print(
+        f"DERP relay bench: {args.size}-byte packets over loopback; server pid {proc.pid}"
+        f"{' pinned to its own CPU' if pinned else ' (not pinned: one CPU only)'}; "
+        f"server RSS at start {server.memory_kib()['VmRSS'] / 1024:.1f} MiB"
+    )
+    for name, coro in (
+        ("flood", lambda: flood(sender, receiver, args.packets, args.size, None)),
+        ("windowed", lambda: flood(sender, receiver, args.packets, args.size, args.window)),
+        ("latency", lambda: paced(sender, receiver, args.rate, args.seconds, args.size)),
+    ):
+        cpu0 = server.cpu_seconds()
+        result = await coro()
+        _report(name, result, server.cpu_seconds() - cpu0, args.size)
+    mem = server.memory_kib()
+    print(f"server memory: RSS {mem['VmRSS'] / 1024:.1f} MiB, peak RSS {mem['VmHWM'] / 1024:.1f} MiB")
+    sender.abort()
+    receiver.abort()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -237,7 +239,15 @@ def main(argv: list[str] | None = None) -> None:
 
         cProfile.runctx("asyncio.run(_serve())", globals(), {"_serve": _serve}, args.profile)
         return
-    asyncio.run(_serve() if args.serve else run(args))
+    if args.serve:
+        asyncio.run(_serve())
+        return
+    proc, port = _start_server(args)
+    try:
+        asyncio.run(run(args, proc, port))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 if __name__ == "__main__":

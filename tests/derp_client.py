@@ -20,8 +20,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Message, Ping as WsPing, RejectConnection
-from wsproto.events import Request
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Message, RejectConnection, Request
+from wsproto.events import Ping as WsPing
 
 from app.core.derp import frames
 from app.core.derp.frames import ClientInfo, FrameParser, FrameType, ServerInfo
@@ -133,10 +133,14 @@ class DerpClient:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         try:
             client = await asyncio.wait_for(
-                cls._upgrade(reader, writer, private_key, f"{host}:{port}", path, websocket, fast_start, headers),
+                cls._upgrade(
+                    reader, writer, private_key, f"{host}:{port}", path, websocket, fast_start, headers
+                ),
                 timeout,
             )
-            await asyncio.wait_for(client.login(info, server_public=server_public if fast_start else None), timeout)
+            await asyncio.wait_for(
+                client.login(info, server_public=server_public if fast_start else None), timeout
+            )
         except BaseException:
             writer.transport.abort()
             raise
@@ -158,14 +162,18 @@ class DerpClient:
         return client
 
     @classmethod
-    async def _upgrade(cls, reader, writer, private_key, host, path, websocket, fast_start, headers) -> DerpClient:
+    async def _upgrade(
+        cls, reader, writer, private_key, host, path, websocket, fast_start, headers
+    ) -> DerpClient:
         extra = dict(headers or {})
         if fast_start:
             extra["Derp-Fast-Start"] = "1"
         if websocket:
             ws = WSConnection(ConnectionType.CLIENT)
             writer.write(
-                ws.send(Request(host=host, target=path, subprotocols=["derp"], extra_headers=list(extra.items())))
+                ws.send(
+                    Request(host=host, target=path, subprotocols=["derp"], extra_headers=list(extra.items()))
+                )
             )
             while True:
                 data = await reader.read(4096)

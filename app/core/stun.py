@@ -87,7 +87,9 @@ def parse_binding_request(data: bytes) -> bytes | None:
     return txid
 
 
-def binding_response(txid: bytes, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> bytes:
+def binding_response(
+    txid: bytes, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+) -> bytes:
     """Binding Success with XOR-MAPPED-ADDRESS of the (unmapped) source address."""
     if len(txid) != 12:
         raise ValueError("a STUN transaction id has 12 bytes")
@@ -117,7 +119,9 @@ def handle_datagram(data: bytes, ip: str, port: int) -> bytes | None:
 # --- the client side, for tests and probes --------------------------------------------------
 
 
-def binding_request(txid: bytes, software: bytes | None = TAILSCALE_SOFTWARE, with_fingerprint: bool = True) -> bytes:
+def binding_request(
+    txid: bytes, software: bytes | None = TAILSCALE_SOFTWARE, with_fingerprint: bool = True
+) -> bytes:
     """A Binding Request as Tailscale builds it (SOFTWARE "tailnode" + FINGERPRINT by default)."""
     if len(txid) != 12:
         raise ValueError("a STUN transaction id has 12 bytes")

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Request, TextMessage
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    Request,
+    TextMessage,
+)
 from wsproto.utilities import RemoteProtocolError
 
 from app.core.derp import frames
@@ -39,7 +47,7 @@ VerifyHook = Callable[[str], Awaitable[bool]]
 class _PlainStream:
     """The DERP byte stream straight on the socket."""
 
-    __slots__ = ("reader", "writer", "transport")
+    __slots__ = ("reader", "transport", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -95,7 +103,7 @@ class _WebSocketStream(_PlainStream):
 class _Client:
     """Adapter-side state of one connection: its stream, output queue and timers."""
 
-    __slots__ = ("id", "stream", "queue", "wake", "closed", "writer_task", "keepalive")
+    __slots__ = ("closed", "id", "keepalive", "queue", "stream", "wake", "writer_task")
 
     def __init__(self, conn_id: int, stream: _PlainStream, queue: SendQueue) -> None:
         self.id = conn_id
@@ -196,7 +204,9 @@ class DerpServer:
             "peer_gone_disconnected": r.peer_gone_disconnected,
             "peer_gone_not_here": r.peer_gone_not_here,
             "clients_refused": r.closed["refused"],
-            "protocol_errors": sum(n for reason, n in r.closed.items() if reason not in ("refused", "closed_by_server")),
+            "protocol_errors": sum(
+                n for reason, n in r.closed.items() if reason not in ("refused", "closed_by_server")
+            ),
             "handshake_timeouts": a.handshake_timeouts,
             "write_timeouts": a.write_timeouts,
             "websocket_accepts": a.websocket_accepts,
@@ -242,7 +252,12 @@ class DerpServer:
                 writer.transport.abort()
 
     async def _upgrade(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str, path: str, headers: dict
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        method: str,
+        path: str,
+        headers: dict,
     ) -> _PlainStream | None:
         if path.split("?", 1)[0] in ("/derp/probe", "/derp/latency-check"):
             if method in ("GET", "HEAD"):
@@ -264,12 +279,18 @@ class DerpServer:
                 b"Upgrade: DERP\r\n"
                 b"Connection: Upgrade\r\n"
                 b"Derp-Version: %d\r\n"
-                b"Derp-Public-Key: %s\r\n\r\n" % (frames.PROTOCOL_VERSION, self.relay.public_key.hex().encode())
+                b"Derp-Public-Key: %s\r\n\r\n"
+                % (frames.PROTOCOL_VERSION, self.relay.public_key.hex().encode())
             )
         return _PlainStream(reader, writer)
 
     async def _accept_websocket(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str, path: str, headers: dict
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        method: str,
+        path: str,
+        headers: dict,
     ) -> _PlainStream | None:
         # wsproto wants the raw request: rebuild it from the head the edge already parsed.
         lines = [f"{method} {path} HTTP/1.1"]
@@ -333,7 +354,7 @@ class DerpServer:
         try:
             async with asyncio.timeout_at(deadline):
                 return bool(await self._verify(check.node_key))
-        except Exception:  # noqa: BLE001 - a broken hook must refuse, never crash the relay
+        except Exception:
             self.adapter_stats.verify_errors += 1
             log.warning("derp verify hook failed for %s; refusing", check.node_key[:16], exc_info=True)
             return False
@@ -377,7 +398,9 @@ class DerpServer:
                 if not data:
                     continue
                 stream.write(data)
-                if self._write_timeout is not None and transport.get_write_buffer_size() > _high_water(transport):
+                if self._write_timeout is not None and transport.get_write_buffer_size() > _high_water(
+                    transport
+                ):
                     try:
                         async with asyncio.timeout(self._write_timeout):
                             await writer.drain()
@@ -419,9 +442,15 @@ def _high_water(transport: asyncio.BaseTransport) -> int:
 _REASONS = {200: "OK", 400: "Bad Request", 405: "Method Not Allowed", 426: "Upgrade Required"}
 
 
-async def _respond(writer: asyncio.StreamWriter, status: int, body: str, extra: dict[str, str] | None = None) -> None:
+async def _respond(
+    writer: asyncio.StreamWriter, status: int, body: str, extra: dict[str, str] | None = None
+) -> None:
     raw = body.encode()
-    head = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}", f"Content-Length: {len(raw)}", "Connection: close"]
+    head = [
+        f"HTTP/1.1 {status} {_REASONS.get(status, '')}",
+        f"Content-Length: {len(raw)}",
+        "Connection: close",
+    ]
     if raw:
         head.append("Content-Type: text/plain; charset=utf-8")
     head += [f"{k}: {v}" for k, v in (extra or {}).items()]

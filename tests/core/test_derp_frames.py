@@ -65,7 +65,9 @@ def test_small_frames():
     assert frames.parse_note_preferred(b"\x01") is True
     with pytest.raises(FrameError):
         frames.parse_note_preferred(b"\x01\x01")
-    assert frames.peer_gone(KEY_A, frames.PeerGoneReason.NOT_HERE) == b"\x08\x00\x00\x00\x21" + KEY_A + b"\x01"
+    assert (
+        frames.peer_gone(KEY_A, frames.PeerGoneReason.NOT_HERE) == b"\x08\x00\x00\x00\x21" + KEY_A + b"\x01"
+    )
     assert frames.parse_peer_gone(KEY_A + b"\x01") == (KEY_A, 1)
     assert frames.parse_peer_gone(KEY_A) == (KEY_A, 0)  # old servers: no reason byte
     assert frames.close_peer(KEY_B) == b"\x11\x00\x00\x00\x20" + KEY_B
@@ -129,8 +131,16 @@ def test_client_info_parse_is_go_tolerant_but_type_strict():
     got = parse(b'{"VERSION":2,"canackpings":true,"Unknown":[1],"isprober":null,"meshkey":""}')
     assert got == ClientInfo(version=2, can_ack_pings=True)
     assert parse(b"{}") == ClientInfo(version=0, can_ack_pings=False)
-    for bad in (b'{"version":"2"}', b'{"version":true}', b'{"CanAckPings":1}', b"[]", b"not json",
-                b'{"meshKey":"zz"}', b'{"meshKey":"0101"}', b"\xff"):
+    for bad in (
+        b'{"version":"2"}',
+        b'{"version":true}',
+        b'{"CanAckPings":1}',
+        b"[]",
+        b"not json",
+        b'{"meshKey":"zz"}',
+        b'{"meshKey":"0101"}',
+        b"\xff",
+    ):
         with pytest.raises(HandshakeError):
             parse(bad)
 

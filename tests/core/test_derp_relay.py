@@ -70,7 +70,9 @@ class Net:
         return self.inbox.pop(conn, [])
 
     def packets(self, conn: int) -> list[tuple[bytes, bytes]]:
-        return [frames.parse_recv_packet(f.payload) for f in self.take(conn) if f.type is FrameType.RECV_PACKET]
+        return [
+            frames.parse_recv_packet(f.payload) for f in self.take(conn) if f.type is FrameType.RECV_PACKET
+        ]
 
     def disconnect(self, conn: int) -> None:
         self.apply(self.relay.disconnect(conn))
@@ -89,8 +91,11 @@ def test_login_then_relay_both_ways():
 
 def test_disco_packets_are_priority_and_data_packets_are_not():
     net = Net()
-    a, b = net.login(1), net.login(2)
-    sends = net.relay.receive_data(a, frames.send_packet(pub(2), disco()) + frames.send_packet(pub(2), b"wg"), net.now)
+    a = net.login(1)
+    net.login(2)
+    sends = net.relay.receive_data(
+        a, frames.send_packet(pub(2), disco()) + frames.send_packet(pub(2), b"wg"), net.now
+    )
     assert [s.priority for s in sends] == [True, False]
 
 
@@ -212,10 +217,12 @@ def test_protocol_errors_close_one_connection_and_notify_receivers():
     net.feed(a, b"\x04" + (32 + (64 << 10) + 1).to_bytes(4, "big"))  # oversized SendPacket
     assert net.closed == {a: "frame_too_large"}
     assert [frames.parse_peer_gone(f.payload)[0] for f in net.take(b)] == [pub(1)]
-    for bad in (frames.encode_frame(FrameType.SEND_PACKET, b"short"),
-                frames.encode_frame(FrameType.NOTE_PREFERRED, b"\x01\x01"),
-                frames.encode_frame(FrameType.PING, b"1234"),
-                frames.encode_frame(FrameType.PING, bytes(1001))):
+    for bad in (
+        frames.encode_frame(FrameType.SEND_PACKET, b"short"),
+        frames.encode_frame(FrameType.NOTE_PREFERRED, b"\x01\x01"),
+        frames.encode_frame(FrameType.PING, b"1234"),
+        frames.encode_frame(FrameType.PING, bytes(1001)),
+    ):
         c = net.login(3)
         net.feed(c, bad)
         assert net.closed[c] == "bad_frame"
@@ -226,8 +233,12 @@ def test_protocol_errors_close_one_connection_and_notify_receivers():
 def test_unknown_and_client_irrelevant_frames_are_skipped():
     net = Net()
     a, b = net.login(1), net.login(2)
-    junk = (b"\x0e\x00\x00\x00\x03abc" + frames.KEEP_ALIVE_FRAME + frames.pong(b"12345678")
-            + frames.client_info(priv(1), net.relay.public_key))
+    junk = (
+        b"\x0e\x00\x00\x00\x03abc"
+        + frames.KEEP_ALIVE_FRAME
+        + frames.pong(b"12345678")
+        + frames.client_info(priv(1), net.relay.public_key)
+    )
     net.feed(a, junk + frames.send_packet(pub(2), b"still works"))
     assert a not in net.closed
     assert net.packets(b) == [(pub(1), b"still works")]
@@ -252,8 +263,14 @@ def test_note_preferred_counts_home_clients():
     assert net.relay.stats.home_clients == 0
 
 
-@pytest.mark.parametrize("frame", [frames.WATCH_CONNS_FRAME, frames.close_peer(b"\x01" * 32),
-                                   frames.forward_packet(b"\x01" * 32, b"\x02" * 32, b"x")])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        frames.WATCH_CONNS_FRAME,
+        frames.close_peer(b"\x01" * 32),
+        frames.forward_packet(b"\x01" * 32, b"\x02" * 32, b"x"),
+    ],
+)
 def test_mesh_frames_without_mesh_key_close(frame):
     net = Net(mesh_key=MESH_KEY)
     a = net.login(1, info=ClientInfo(mesh_key=b"\x43" * 32))  # wrong key: a regular client

@@ -58,8 +58,13 @@ def test_scoped_ipv6_peer():
 
 
 def test_lenient_about_software_and_fingerprint():
-    assert stun.parse_binding_request(stun.binding_request(TXID, software=None, with_fingerprint=False)) == TXID
-    assert stun.parse_binding_request(stun.binding_request(TXID, software=b"other", with_fingerprint=False)) == TXID
+    assert (
+        stun.parse_binding_request(stun.binding_request(TXID, software=None, with_fingerprint=False)) == TXID
+    )
+    assert (
+        stun.parse_binding_request(stun.binding_request(TXID, software=b"other", with_fingerprint=False))
+        == TXID
+    )
     assert stun.parse_binding_request(stun.binding_request(TXID, software=None)) == TXID
 
 

@@ -20,7 +20,9 @@ def client():
         return node_key in allowed
 
     app = Quart(__name__)
-    app.register_blueprint(derp_blueprint(lambda: ["localhost", "127.0.0.1", "no-such-host.invalid", ""], verify))
+    app.register_blueprint(
+        derp_blueprint(lambda: ["localhost", "127.0.0.1", "no-such-host.invalid", ""], verify)
+    )
     c = app.test_client()
     c.asked = asked
     return c
@@ -84,8 +86,14 @@ async def test_verify_allows_and_denies(client):
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"[]", b"{}", b'{"NodePublic": 5}', b'{"NodePublic": "mkey:' + b"ab" * 32 + b'"}',
-     b'{"NodePublic": "nodekey:abc"}'],
+    [
+        b"not json",
+        b"[]",
+        b"{}",
+        b'{"NodePublic": 5}',
+        b'{"NodePublic": "mkey:' + b"ab" * 32 + b'"}',
+        b'{"NodePublic": "nodekey:abc"}',
+    ],
 )
 async def test_verify_bad_requests(client, body):
     resp = await client.post("/verify", data=body)

@@ -13,7 +13,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from app.core.derp import frames
 from app.core.derp.frames import ClientInfo, FrameType, PeerGoneReason
 from app.server.derp_conn import DerpServer
-from tests.derp_client import DerpClient, DerpClosed, KeepAlive, Packet, PeerGone, read_request_head, serve_derp
+from tests.derp_client import (
+    DerpClient,
+    DerpClosed,
+    KeepAlive,
+    Packet,
+    PeerGone,
+    read_request_head,
+    serve_derp,
+)
 
 SERVER_PRIV = bytes(range(1, 33))
 
@@ -79,7 +87,9 @@ async def test_101_response_is_exactly_what_clients_expect(start):
 
 async def test_fast_start_skips_the_101(start):
     server, port = await start()
-    c = await DerpClient.connect("127.0.0.1", port, priv(1), fast_start=True, server_public=server.relay.public_key)
+    c = await DerpClient.connect(
+        "127.0.0.1", port, priv(1), fast_start=True, server_public=server.relay.public_key
+    )
     b = await DerpClient.connect("127.0.0.1", port, priv(2))
     await b.send(c.public_key, b"fast")
     assert await c.recv_packet() == (b.public_key, b"fast")
@@ -209,7 +219,10 @@ async def test_bad_frames_drop_only_that_connection(start, garbage):
     assert server.stats()["protocol_errors"] == 1
 
 
-@pytest.mark.parametrize("first", [b"GET / HTTP/1.1\r\n\r\n", frames.send_packet(b"\x01" * 32, b"x"), b"\x02\x00\x00\x00\x38" + bytes(56)])
+@pytest.mark.parametrize(
+    "first",
+    [b"GET / HTTP/1.1\r\n\r\n", frames.send_packet(b"\x01" * 32, b"x"), b"\x02\x00\x00\x00\x38" + bytes(56)],
+)
 async def test_garbage_instead_of_client_info_is_dropped(start, first):
     server, port = await start()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

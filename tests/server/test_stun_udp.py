@@ -10,7 +10,9 @@ from app.core import stun
 from app.server.stun_udp import start_stun
 
 REQUEST = bytes.fromhex(
-    (Path(__file__).resolve().parent.parent / "vectors" / "stun" / "binding_request_tailnode.hex").read_text().strip()
+    (Path(__file__).resolve().parent.parent / "vectors" / "stun" / "binding_request_tailnode.hex")
+    .read_text()
+    .strip()
 )
 
 

@@ -358,11 +358,13 @@ class ServerInfo:
             token_bucket_bytes_per_second=_typed(
                 fields.get("tokenbucketbytespersecond"), int, 0, "TokenBucketBytesPerSecond"
             ),
-            token_bucket_bytes_burst=_typed(fields.get("tokenbucketbytesburst"), int, 0, "TokenBucketBytesBurst"),
+            token_bucket_bytes_burst=_typed(
+                fields.get("tokenbucketbytesburst"), int, 0, "TokenBucketBytesBurst"
+            ),
         )
 
 
-def _typed(value: object, kind: type, default: object, name: str):  # noqa: ANN202 - generic helper
+def _typed(value: object, kind: type, default: object, name: str):
     if value is None:
         return default
     # bool is an int subclass in Python but not in JSON/Go.
@@ -443,7 +445,7 @@ class FrameParser:
     without being buffered.
     """
 
-    __slots__ = ("_buf", "_need", "_skip", "_limits", "_max")
+    __slots__ = ("_buf", "_limits", "_max", "_need", "_skip")
 
     def __init__(self, limits: Mapping[int, int] | None = None, max_length: int = MAX_FRAME_LEN) -> None:
         self._buf = bytearray()

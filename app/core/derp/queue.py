@@ -20,7 +20,16 @@ DEFAULT_MAX_PRIORITY_FRAMES = 256
 
 
 class SendQueue:
-    __slots__ = ("_data", "_prio", "_data_bytes", "max_frames", "max_bytes", "max_priority", "dropped", "dropped_bytes")
+    __slots__ = (
+        "_data",
+        "_data_bytes",
+        "_prio",
+        "dropped",
+        "dropped_bytes",
+        "max_bytes",
+        "max_frames",
+        "max_priority",
+    )
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ from .errors import ClientRefused, DerpError, FrameError, HandshakeError, NotPer
 from .frames import (
     DISCO_MAGIC,
     DISCO_MIN_LEN,
+    FRAME_HEADER,
     KEY_LEN,
     MAX_PACKET_SIZE,
     SERVER_LIMITS,
@@ -45,7 +46,6 @@ from .frames import (
     PeerGoneReason,
     PeerPresentFlags,
     ServerInfo,
-    FRAME_HEADER,
     open_client_info,
     parse_forward_packet,
     parse_note_preferred,
@@ -117,11 +117,27 @@ class RelayStats:
 
 class _Conn:
     __slots__ = (
-        "id", "state", "parser", "remote_ip", "remote_port", "not_ideal", "key", "info", "can_mesh",
-        "keyset", "pending", "saw_src", "preferred", "watcher", "pg_tokens", "pg_time",
+        "can_mesh",
+        "id",
+        "info",
+        "key",
+        "keyset",
+        "not_ideal",
+        "parser",
+        "pending",
+        "pg_time",
+        "pg_tokens",
+        "preferred",
+        "remote_ip",
+        "remote_port",
+        "saw_src",
+        "state",
+        "watcher",
     )
 
-    def __init__(self, conn_id: int, remote_ip: str | None, remote_port: int, not_ideal: bool, now: float) -> None:
+    def __init__(
+        self, conn_id: int, remote_ip: str | None, remote_port: int, not_ideal: bool, now: float
+    ) -> None:
         self.id = conn_id
         self.state = ConnState.AWAIT_CLIENT_INFO
         self.parser = FrameParser(SERVER_LIMITS)
@@ -338,7 +354,15 @@ class Relay:
         # as Tailscale's server skips frames it does not act on.
 
     def _route(
-        self, c: _Conn, src: bytes, dst: bytes, p: bytes, at: int, now: float, out: list[Action], forwarded: bool
+        self,
+        c: _Conn,
+        src: bytes,
+        dst: bytes,
+        p: bytes,
+        at: int,
+        now: float,
+        out: list[Action],
+        forwarded: bool,
     ) -> None:
         """Deliver the packet ``p[at:]`` from ``src`` to ``dst``'s active connection."""
         size = len(p) - at
