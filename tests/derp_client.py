@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl as ssl_
 from collections import deque
 from dataclasses import dataclass
 
@@ -125,18 +126,52 @@ class DerpClient:
         path: str = "/derp",
         timeout: float = 5.0,
         sock: socket.socket | None = None,
+        ssl: ssl_.SSLContext | None = None,
     ) -> DerpClient:
-        """Dial (or use the connected ``sock``), upgrade and log in. ``fast_start`` needs ``server_public``."""
+        """Dial (or use the connected ``sock``; TLS with ``ssl``), upgrade and log in.
+
+        ``fast_start`` needs ``server_public``.
+        """
         if sock is not None:
-            reader, writer = await asyncio.open_connection(sock=sock)
+            reader, writer = await asyncio.open_connection(
+                sock=sock, ssl=ssl, server_hostname=host if ssl else None
+            )
         else:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ssl), timeout)
+        return await cls.over_http(
+            reader,
+            writer,
+            private_key,
+            host=f"{host}:{port}",
+            websocket=websocket,
+            fast_start=fast_start,
+            server_public=server_public,
+            info=info,
+            headers=headers,
+            path=path,
+            timeout=timeout,
+        )
+
+    @classmethod
+    async def over_http(
+        cls,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        private_key: bytes | None = None,
+        *,
+        host: str = "derp",
+        websocket: bool = False,
+        fast_start: bool = False,
+        server_public: bytes | None = None,
+        info: ClientInfo | None = None,
+        headers: dict[str, str] | None = None,
+        path: str = "/derp",
+        timeout: float = 5.0,
+    ) -> DerpClient:
+        """Send ``GET /derp`` with the upgrade on an open connection, then log in."""
         try:
             client = await asyncio.wait_for(
-                cls._upgrade(
-                    reader, writer, private_key, f"{host}:{port}", path, websocket, fast_start, headers
-                ),
-                timeout,
+                cls._upgrade(reader, writer, private_key, host, path, websocket, fast_start, headers), timeout
             )
             await asyncio.wait_for(
                 client.login(info, server_public=server_public if fast_start else None), timeout
@@ -391,7 +426,9 @@ async def read_request_head(reader: asyncio.StreamReader) -> tuple[str, str, dic
     return method, path, headers
 
 
-async def serve_derp(server, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
+async def serve_derp(
+    server, host: str = "127.0.0.1", port: int = 0, ssl: ssl_.SSLContext | None = None
+) -> asyncio.Server:
     """A tiny listener that reads the request head and calls ``server.handle`` (a DerpServer)."""
 
     async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -405,4 +442,4 @@ async def serve_derp(server, host: str = "127.0.0.1", port: int = 0) -> asyncio.
         except asyncio.CancelledError:
             pass  # loop shutdown; Python 3.11's start_server would log the cancelled task
 
-    return await asyncio.start_server(on_conn, host, port)
+    return await asyncio.start_server(on_conn, host, port, ssl=ssl)

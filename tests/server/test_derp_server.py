@@ -1,11 +1,18 @@
 """DerpServer over loopback sockets, driven by tests/derp_client.py (tier b)."""
 
 import asyncio
+import datetime
+import ipaddress
 import socket
+import ssl
 import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 # tests/server has no __init__.py, so pytest does not put the repository root on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -325,3 +332,56 @@ def _pub(n: int) -> bytes:
 
 def test_packet_type_is_importable():  # the bench and other tests use these names
     assert Packet(b"k", b"d").data == b"d"
+
+
+def _tls_contexts(tmp_path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A throwaway self-signed certificate for 127.0.0.1 (real clients always use TLS)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "derp.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = tmp_path / "cert.pem"
+    key_pem = tmp_path / "key.pem"
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert_pem, key_pem)
+    client_ctx = ssl.create_default_context(cafile=str(cert_pem))
+    return server_ctx, client_ctx
+
+
+@pytest.mark.parametrize("websocket", [False, True])
+async def test_relay_over_tls(tmp_path, websocket):
+    server_ctx, client_ctx = _tls_contexts(tmp_path)
+    server = DerpServer(SERVER_PRIV)
+    listener = await serve_derp(server, ssl=server_ctx)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        a = await DerpClient.connect("127.0.0.1", port, priv(1), ssl=client_ctx, websocket=websocket)
+        b = await DerpClient.connect("127.0.0.1", port, priv(2), ssl=client_ctx)
+        packets = [bytes([i]) * 1200 for i in range(200)]
+        a.send_many_nowait(b.public_key, packets)
+        got = [(await b.recv_packet())[1] for _ in packets]
+        assert got == packets
+        a.abort()
+        assert await b.recv() == PeerGone(a.public_key, PeerGoneReason.DISCONNECTED)
+    finally:
+        server.close_all()
+        listener.close()
+        await listener.wait_closed()
