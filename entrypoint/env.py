@@ -243,7 +243,7 @@ VARIABLES: tuple[Var, ...] = (
     Var("HEADSCALE_DERP_SERVER_ENABLED", "false",
         "Embedded DERP relay on the HTTP port plus STUN over UDP (needs a dedicated IPv4, see fly.example.toml).",
         SV, check=check_bool),
-    Var("HEADSCALE_DERP_STUN_LISTEN_ADDR", "fly-global-services:3478",
+    Var("HEADSCALE_DERP_SERVER_STUN_LISTEN_ADDR", "fly-global-services:3478",
         "UDP address of the embedded STUN server (Fly needs `fly-global-services`).", SV, check=check_host_port),
     # OIDC
     Var("HEADSCALE_OIDC_ISSUER", None, "OIDC issuer URL; setting it enables OIDC login.", O, check=check_http_url),

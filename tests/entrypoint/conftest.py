@@ -114,7 +114,7 @@ def appliance_env(root: Path, endpoint: str, bucket: str, age_key: str, path_fir
         "HEADSCALE_METRICS_LISTEN_ADDR": f"127.0.0.1:{free_port()}",
         "HEADSCALE_DERP_URLS": "",
         "HEADSCALE_DERP_SERVER_ENABLED": "true",
-        "HEADSCALE_DERP_STUN_LISTEN_ADDR": f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
+        "HEADSCALE_DERP_SERVER_STUN_LISTEN_ADDR": f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
         "NOISE_PRIVATE_KEY": NOISE_KEY,
         "AGE_SECRET_KEY": age_key,
         "AWS_ACCESS_KEY_ID": "test",
