@@ -43,8 +43,15 @@ from .errors import PolicyError, Problem
 from .model import Policy
 from .parse import parse_policy
 
-__all__ = ["Policy", "PolicyError", "Problem", "CompiledPolicy", "parse_policy", "compile_policy",
-           "check_policy"]
+__all__ = [
+    "CompiledPolicy",
+    "Policy",
+    "PolicyError",
+    "Problem",
+    "check_policy",
+    "compile_policy",
+    "parse_policy",
+]
 
 
 def check_policy(text: str | bytes, users: Sequence[User], nodes: Sequence[Node], *,

@@ -12,16 +12,37 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .ipset import ALL, EMPTY, INTERNET, WILDCARD as WILDCARD_ADDRS, AddrSet, parse_prefix
-from .model import (AG_DANGER_ALL, AG_INTERNET, AG_MEMBER, AG_TAGGED, AUTOGROUP, AUTOGROUPS,
-                    GROUP, HOST, PREFIX, TAG, USER, WILDCARD, Alias)
+from .ipset import ALL, EMPTY, INTERNET, AddrSet, parse_prefix
+from .ipset import WILDCARD as WILDCARD_ADDRS
+from .model import (
+    AG_DANGER_ALL,
+    AG_INTERNET,
+    AG_MEMBER,
+    AG_TAGGED,
+    AUTOGROUP,
+    AUTOGROUPS,
+    GROUP,
+    HOST,
+    PREFIX,
+    TAG,
+    USER,
+    WILDCARD,
+    Alias,
+)
 
 if TYPE_CHECKING:
     from .model import Policy
     from .tailnet import Tailnet
 
-__all__ = ["AliasError", "parse_alias", "tag_name_problem", "Resolved", "resolve", "resolve_many",
-           "NOTHING"]
+__all__ = [
+    "NOTHING",
+    "AliasError",
+    "Resolved",
+    "parse_alias",
+    "resolve",
+    "resolve_many",
+    "tag_name_problem",
+]
 
 
 class AliasError(ValueError):
@@ -86,7 +107,7 @@ class Resolved:
     def __bool__(self) -> bool:
         return bool(self.nodes) or bool(self.addrs)
 
-    def union(self, other: "Resolved") -> "Resolved":
+    def union(self, other: Resolved) -> Resolved:
         if not other:
             return self
         if not self:
@@ -98,7 +119,7 @@ class Resolved:
 NOTHING = Resolved()
 
 
-def resolve(alias: Alias, policy: "Policy", tailnet: "Tailnet") -> Resolved:
+def resolve(alias: Alias, policy: Policy, tailnet: Tailnet) -> Resolved:
     """Resolve one alias (autogroup:self is per node and resolves to nothing here)."""
     kind = alias.kind
     if kind == WILDCARD:
@@ -136,7 +157,7 @@ def resolve(alias: Alias, policy: "Policy", tailnet: "Tailnet") -> Resolved:
     return NOTHING
 
 
-def resolve_many(aliases: tuple[Alias, ...], policy: "Policy", tailnet: "Tailnet") -> Resolved:
+def resolve_many(aliases: tuple[Alias, ...], policy: Policy, tailnet: Tailnet) -> Resolved:
     out = NOTHING
     for alias in aliases:
         out = out.union(resolve(alias, policy, tailnet))

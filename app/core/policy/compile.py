@@ -26,22 +26,39 @@ import ipaddress
 import json
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any
 
 from ..model import Node, User
 from .aliases import NOTHING, Resolved, resolve
 from .errors import PolicyError, Problem
 from .filter import ALLOW_ALL, COMPANION_CAPS, merge_rules, net_port
 from .ipset import ALL, INTERNET, V6_BASE, AddrSet, network_str, prefix_interval
-from .model import (AG_DANGER_ALL, AG_INTERNET, AG_NONROOT, AG_SELF, ALL_PORTS, AUTOGROUP, GROUP,
-                    HOST, USER, WILDCARD, Acl, Alias, Grant, IpEntry, Network, Policy, PortRange)
+from .model import (
+    AG_DANGER_ALL,
+    AG_INTERNET,
+    AG_NONROOT,
+    AG_SELF,
+    ALL_PORTS,
+    AUTOGROUP,
+    GROUP,
+    HOST,
+    USER,
+    WILDCARD,
+    Acl,
+    Alias,
+    Grant,
+    IpEntry,
+    Network,
+    Policy,
+    PortRange,
+)
 from .ports import protocol_numbers
 from .tailnet import Tailnet
 
-__all__ = ["CompiledPolicy", "compile_policy", "acl_to_grants"]
+__all__ = ["CompiledPolicy", "acl_to_grants", "compile_policy"]
 
 Rule = dict[str, Any]
 Entry = tuple[str, int, int, PortRange]          # DstPorts entry: text, address interval, ports
@@ -358,7 +375,7 @@ class CompiledPolicy:
     def _compile_via(self, g: Grant) -> None:
         # A via grant without "ip" produces no filter rules but still makes the via routers
         # visible to its sources (captured from Tailscale).
-        srcs, merged, wildcard, danger = self._sources(g)
+        _, merged, wildcard, danger = self._sources(g)
         if not merged or not self.full(merged):
             return
         dsts: list[Network] = []

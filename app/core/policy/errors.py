@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Problem", "PolicyError"]
+__all__ = ["PolicyError", "Problem"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,16 @@ from typing import Any
 
 from .model import ALL_PORTS, PortRange
 
-__all__ = ["ALLOW_ALL", "net_port", "merge_rules", "DRIVE", "DRIVE_SHARER", "RELAY",
-           "RELAY_TARGET", "COMPANION_CAPS"]
+__all__ = [
+    "ALLOW_ALL",
+    "COMPANION_CAPS",
+    "DRIVE",
+    "DRIVE_SHARER",
+    "RELAY",
+    "RELAY_TARGET",
+    "merge_rules",
+    "net_port",
+]
 
 Rule = dict[str, Any]
 

@@ -18,7 +18,7 @@ __all__ = ["HuJSONError", "loads"]
 
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
-_MAX_DEPTH = 512
+_MAX_DEPTH = 100       # policies nest ~6 deep; stay far from Python's recursion limit
 
 
 class HuJSONError(ValueError):
@@ -39,8 +39,7 @@ def loads(text: str | bytes) -> Any:
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise HuJSONError("invalid UTF-8", "", 0) from exc
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    text = text.removeprefix("\ufeff")
     parser = _Parser(text)
     parser.skip()
     value = parser.value(0)
@@ -51,7 +50,7 @@ def loads(text: str | bytes) -> Any:
 
 
 class _Parser:
-    __slots__ = ("text", "pos")
+    __slots__ = ("pos", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text

@@ -18,20 +18,30 @@ from __future__ import annotations
 import ipaddress
 from bisect import bisect_right
 from collections.abc import Iterable
-from typing import Union
 
 __all__ = [
-    "AddrSet", "V6_BASE", "addr_to_int", "int_to_addr", "parse_prefix", "prefix_interval",
-    "interval_of", "EMPTY", "ALL", "CGNAT", "TAILSCALE_ULA", "WILDCARD", "INTERNET",
+    "ALL",
+    "CGNAT",
+    "EMPTY",
+    "INTERNET",
+    "TAILSCALE_ULA",
+    "V6_BASE",
+    "WILDCARD",
+    "AddrSet",
+    "addr_to_int",
+    "int_to_addr",
+    "interval_of",
     "network_str",
+    "parse_prefix",
+    "prefix_interval",
 ]
 
 V6_BASE = 1 << 32
 _V4_MAX = (1 << 32) - 1
 _V6_MAX = V6_BASE + (1 << 128) - 1
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def addr_to_int(addr: Address) -> int:
@@ -108,8 +118,7 @@ def _normalise(items: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     out: list[list[int]] = []
     for lo, hi in sorted(items):
         if out and lo <= out[-1][1]:
-            if hi > out[-1][1]:
-                out[-1][1] = hi
+            out[-1][1] = max(out[-1][1], hi)
         else:
             out.append([lo, hi])
     return tuple((lo, hi) for lo, hi in out)
@@ -118,7 +127,7 @@ def _normalise(items: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
 class AddrSet:
     """An immutable set of addresses (see module docstring)."""
 
-    __slots__ = ("ivs", "_los", "_merged")
+    __slots__ = ("_los", "_merged", "ivs")
 
     def __init__(self, intervals: Iterable[tuple[int, int]] = (), *, _normalised: bool = False) -> None:
         self.ivs: tuple[tuple[int, int], ...] = (
@@ -128,24 +137,24 @@ class AddrSet:
 
     # --- construction -------------------------------------------------
     @classmethod
-    def of_addrs(cls, addrs: Iterable[int]) -> "AddrSet":
+    def of_addrs(cls, addrs: Iterable[int]) -> AddrSet:
         return cls((a, a) for a in addrs)
 
     @classmethod
-    def of_networks(cls, nets: Iterable[Network]) -> "AddrSet":
+    def of_networks(cls, nets: Iterable[Network]) -> AddrSet:
         return cls(prefix_interval(n) for n in nets)
 
     @classmethod
-    def parse(cls, text: str) -> "AddrSet":
+    def parse(cls, text: str) -> AddrSet:
         return ALL if text == "*" else cls([interval_of(text)])
 
-    def union(self, *others: "AddrSet") -> "AddrSet":
+    def union(self, *others: AddrSet) -> AddrSet:
         items = list(self.ivs)
         for o in others:
             items.extend(o.ivs)
         return AddrSet(items)
 
-    def minus(self, other: "AddrSet") -> "AddrSet":
+    def minus(self, other: AddrSet) -> AddrSet:
         out: list[tuple[int, int]] = []
         cut = other.merged()
         for lo, hi in self.ivs:
@@ -204,7 +213,7 @@ class AddrSet:
         # ivs are disjoint and sorted, so their ends are sorted too
         return i >= 0 and self.ivs[i][1] >= lo
 
-    def overlaps_set(self, other: "AddrSet") -> bool:
+    def overlaps_set(self, other: AddrSet) -> bool:
         small, big = (self, other) if len(self.ivs) <= len(other.ivs) else (other, self)
         return any(big.overlaps(lo, hi) for lo, hi in small.ivs)
 
@@ -215,7 +224,7 @@ class AddrSet:
         i = bisect_right(starts, lo) - 1
         return i >= 0 and m[i][1] >= hi
 
-    def issubset(self, other: "AddrSet") -> bool:
+    def issubset(self, other: AddrSet) -> bool:
         return all(other.covers(lo, hi) for lo, hi in self.merged())
 
     def addrs_between(self, sorted_addrs: list[int]) -> Iterable[int]:

@@ -8,18 +8,45 @@ can be shared between compilations.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping, Union
+from typing import Any
 
 __all__ = [
-    "Network", "PortRange", "ALL_PORTS", "Alias", "WILDCARD", "USER", "GROUP", "TAG", "HOST",
-    "PREFIX", "AUTOGROUP", "AG_INTERNET", "AG_MEMBER", "AG_TAGGED", "AG_SELF", "AG_NONROOT",
-    "AG_DANGER_ALL", "AUTOGROUPS", "DstEntry", "Acl", "IpEntry", "Grant", "CheckPeriod",
-    "SshRule", "NodeAttr", "AutoApprovers", "PolicyTest", "SshTest", "Policy", "frozen_map",
+    "AG_DANGER_ALL",
+    "AG_INTERNET",
+    "AG_MEMBER",
+    "AG_NONROOT",
+    "AG_SELF",
+    "AG_TAGGED",
+    "ALL_PORTS",
+    "AUTOGROUP",
+    "AUTOGROUPS",
+    "GROUP",
+    "HOST",
+    "PREFIX",
+    "TAG",
+    "USER",
+    "WILDCARD",
+    "Acl",
+    "Alias",
+    "AutoApprovers",
+    "CheckPeriod",
+    "DstEntry",
+    "Grant",
+    "IpEntry",
+    "Network",
+    "NodeAttr",
+    "Policy",
+    "PolicyTest",
+    "PortRange",
+    "SshRule",
+    "SshTest",
+    "frozen_map",
 ]
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 PortRange = tuple[int, int]
 ALL_PORTS: PortRange = (0, 65535)
 

@@ -19,14 +19,37 @@ from .aliases import AliasError, autogroup_problem, parse_alias, tag_name_proble
 from .errors import PolicyError, Problem
 from .hujson import HuJSONError, loads
 from .ipset import parse_prefix
-from .model import (AG_DANGER_ALL, AG_INTERNET, AG_MEMBER, AG_SELF, AG_TAGGED, ALL_PORTS,
-                    AUTOGROUP, GROUP, HOST, PREFIX, TAG, USER, WILDCARD, Acl, Alias,
-                    AutoApprovers, CheckPeriod, DstEntry, Grant, IpEntry, NodeAttr, Policy,
-                    PolicyTest, SshRule, SshTest, frozen_map)
-from .ports import (PortError, format_go_duration, parse_go_duration, parse_ports,
-                    parse_protocol, split_dst)
+from .model import (
+    AG_DANGER_ALL,
+    AG_INTERNET,
+    AG_MEMBER,
+    AG_SELF,
+    AG_TAGGED,
+    ALL_PORTS,
+    AUTOGROUP,
+    GROUP,
+    HOST,
+    PREFIX,
+    TAG,
+    USER,
+    WILDCARD,
+    Acl,
+    Alias,
+    AutoApprovers,
+    CheckPeriod,
+    DstEntry,
+    Grant,
+    IpEntry,
+    NodeAttr,
+    Policy,
+    PolicyTest,
+    SshRule,
+    SshTest,
+    frozen_map,
+)
+from .ports import PortError, format_go_duration, parse_go_duration, parse_ports, parse_protocol, split_dst
 
-__all__ = ["parse_policy", "q", "parse_dst", "UNSUPPORTED_FIELDS"]
+__all__ = ["UNSUPPORTED_FIELDS", "parse_dst", "parse_policy", "q"]
 
 # Tailscale policy features headscale does not implement: rejected by name.
 UNSUPPORTED_FIELDS = {
@@ -504,11 +527,9 @@ class _Reader:
                 except AliasError as exc:
                     self.add(f"{path}.src", str(exc))
             dst = self.aliases(f.get("dst", []), f"{path}.dst")
-
-            def users(key: str) -> tuple[str, ...]:
-                return tuple(u.strip() for u in self.strings(f.get(key, []), f"{path}.{key}"))
-
-            out.append(SshTest(src, dst, users("accept"), users("deny"), users("check")))
+            accept, deny, check = (tuple(u.strip() for u in self.strings(f.get(key, []), f"{path}.{key}"))
+                                   for key in ("accept", "deny", "check"))
+            out.append(SshTest(src, dst, accept, deny, check))
         return tuple(out)
 
 
@@ -560,7 +581,7 @@ _SELF_MSG = "autogroup:self can only be used with users, groups, or supported au
 
 
 def _validate(p: Policy, problems: list[Problem]) -> None:
-    add = lambda path, msg: problems.append(Problem(path, msg))  # noqa: E731
+    add = lambda path, msg: problems.append(Problem(path, msg))
 
     def host(alias: Alias, where: str) -> None:
         if alias.name not in p.hosts:

@@ -12,8 +12,16 @@ import re
 from .model import ALL_PORTS, PortRange
 
 __all__ = [
-    "PortError", "parse_ports", "split_dst", "PROTOCOLS", "parse_protocol", "protocol_numbers",
-    "DEFAULT_PROTOCOLS", "parse_go_duration", "format_go_duration", "ports_text",
+    "DEFAULT_PROTOCOLS",
+    "PROTOCOLS",
+    "PortError",
+    "format_go_duration",
+    "parse_go_duration",
+    "parse_ports",
+    "parse_protocol",
+    "ports_text",
+    "protocol_numbers",
+    "split_dst",
 ]
 
 _INT = re.compile(r"[+-]?[0-9]+")

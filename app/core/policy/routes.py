@@ -20,11 +20,16 @@ from .tailnet import is_exit_route
 if TYPE_CHECKING:
     from .compile import CompiledPolicy, _Rule
 
-__all__ = ["node_can_approve_route", "auto_approved_routes", "node_can_have_tag",
-           "can_access_route", "allowed_ips_for_peer"]
+__all__ = [
+    "allowed_ips_for_peer",
+    "auto_approved_routes",
+    "can_access_route",
+    "node_can_approve_route",
+    "node_can_have_tag",
+]
 
 
-def _is_member(c: "CompiledPolicy", node: Node, aliases: Iterable[Alias]) -> bool:
+def _is_member(c: CompiledPolicy, node: Node, aliases: Iterable[Alias]) -> bool:
     t = c.tailnet
     groups = c.policy.groups if c.policy else {}
     for a in aliases:
@@ -39,7 +44,7 @@ def _is_member(c: "CompiledPolicy", node: Node, aliases: Iterable[Alias]) -> boo
     return False
 
 
-def node_can_approve_route(c: "CompiledPolicy", node: Node, route: str) -> bool:
+def node_can_approve_route(c: CompiledPolicy, node: Node, route: str) -> bool:
     """Whether ``autoApprovers`` let this node's route be approved without an admin."""
     if c.policy is None:
         return False
@@ -51,18 +56,18 @@ def node_can_approve_route(c: "CompiledPolicy", node: Node, route: str) -> bool:
     if is_exit_route(net):
         return _is_member(c, node, approvers.exit_node)
     for prefix, who in approvers.routes:
-        if prefix.version == net.version and prefix.prefixlen <= net.prefixlen and net.subnet_of(prefix):
-            if _is_member(c, node, who):
-                return True
+        if (prefix.version == net.version and prefix.prefixlen <= net.prefixlen
+                and net.subnet_of(prefix) and _is_member(c, node, who)):
+            return True
     return False
 
 
-def auto_approved_routes(c: "CompiledPolicy", node: Node) -> set[str]:
+def auto_approved_routes(c: CompiledPolicy, node: Node) -> set[str]:
     """The node's advertised routes that the policy approves (approval only adds, never removes)."""
     return {r for r in node.routable_ips if node_can_approve_route(c, node, r)}
 
 
-def node_can_have_tag(c: "CompiledPolicy", node: Node, tag: str) -> bool:
+def node_can_have_tag(c: CompiledPolicy, node: Node, tag: str) -> bool:
     """Whether the node may request ``tag`` (``tailscale up --advertise-tags``).
 
     True when the node's user (or a group containing it) owns the tag through ``tagOwners``,
@@ -90,7 +95,7 @@ def node_can_have_tag(c: "CompiledPolicy", node: Node, tag: str) -> bool:
 
 # --- route visibility ----------------------------------------------------------
 
-def _matchers(c: "CompiledPolicy", nid: int) -> list[tuple[AddrSet, AddrSet]]:
+def _matchers(c: CompiledPolicy, nid: int) -> list[tuple[AddrSet, AddrSet]]:
     cache = c.__dict__.setdefault("_route_matchers", {})  # type: ignore[attr-defined]
     rules: list[_Rule] = c.global_rules + c.self_rules_for(nid) + c.via_rules(nid)
     out = []
@@ -107,7 +112,7 @@ def _is_internet(dst: AddrSet) -> bool:
     return INTERNET.issubset(dst)
 
 
-def can_access_route(c: "CompiledPolicy", viewer_id: int, route: Network) -> bool:
+def can_access_route(c: CompiledPolicy, viewer_id: int, route: Network) -> bool:
     """headscale ``CanAccessRoute``: may the viewer use (or answer for) this route?"""
     t = c.tailnet
     ips = t.addrs[viewer_id]
@@ -129,7 +134,7 @@ def can_access_route(c: "CompiledPolicy", viewer_id: int, route: Network) -> boo
     return False
 
 
-def _via_effects(c: "CompiledPolicy", viewer_id: int, peer_id: int
+def _via_effects(c: CompiledPolicy, viewer_id: int, peer_id: int
                  ) -> tuple[list[Network], list[Network], list[Network]]:
     """(include, exclude, use_primary) routes of ``peer`` for ``viewer`` from via grants."""
     from .compile import acl_to_grants
@@ -206,7 +211,7 @@ def _via_effects(c: "CompiledPolicy", viewer_id: int, peer_id: int
     return include, exclude, use_primary
 
 
-def allowed_ips_for_peer(c: "CompiledPolicy", viewer_id: int, peer_id: int,
+def allowed_ips_for_peer(c: CompiledPolicy, viewer_id: int, peer_id: int,
                          primary_routes: Iterable[str] | None = None) -> list[str]:
     """Peer ``AllowedIPs`` for this viewer: the peer's addresses plus the routes it serves
     that the viewer may use (PROTOCOL.md §5.6). ``primary_routes`` are the subnet routes the

@@ -63,7 +63,7 @@ class _Prepared:
 
 
 class SshCompiler:
-    def __init__(self, compiled: "CompiledPolicy", server_url: str) -> None:
+    def __init__(self, compiled: CompiledPolicy, server_url: str) -> None:
         self.c = compiled
         self.server_url = server_url.rstrip("/")
         self._prepared: list[_Prepared | None] | None = None
@@ -138,7 +138,7 @@ class SshCompiler:
             if prep is None:
                 continue
 
-            def emit(principals: list[dict[str, str]], uid: int | None) -> None:
+            def emit(principals: list[dict[str, str]], uid: int | None, prep: _Prepared = prep) -> None:
                 out.append(_rule(prep, principals, prep.users))
                 if uid is not None and uid in prep.localparts:
                     lp = prep.localparts[uid]

@@ -107,7 +107,7 @@ class Tailnet:
         if token.startswith("user:*@"):
             domain = token[len("user:*@"):].lower()
             return [u for u in self.users if u.email.rpartition("@")[2].lower() == domain and "@" in u.email]
-        name = token[:-1] if token.endswith("@") else token
+        name = token.removesuffix("@")
         for u in self.users:
             if u.provider_identifier and u.provider_identifier == name:
                 return [u]

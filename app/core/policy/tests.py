@@ -28,7 +28,7 @@ __all__ = ["run_tests"]
 FAILED = "test(s) failed"
 
 
-def run_tests(c: "CompiledPolicy") -> list[Problem]:
+def run_tests(c: CompiledPolicy) -> list[Problem]:
     assert c.policy is not None
     problems: list[Problem] = []
     for i, test in enumerate(c.policy.tests):
@@ -42,7 +42,7 @@ def run_tests(c: "CompiledPolicy") -> list[Problem]:
     return problems
 
 
-def _resolve_checked(c: "CompiledPolicy", text: str) -> tuple[AddrSet | None, str | None]:
+def _resolve_checked(c: CompiledPolicy, text: str) -> tuple[AddrSet | None, str | None]:
     try:
         alias = parse_alias(text)
     except AliasError as exc:
@@ -52,7 +52,7 @@ def _resolve_checked(c: "CompiledPolicy", text: str) -> tuple[AddrSet | None, st
     return c.full(c.resolve(alias)), None
 
 
-def _policy_test(c: "CompiledPolicy", test: PolicyTest) -> list[str]:
+def _policy_test(c: CompiledPolicy, test: PolicyTest) -> list[str]:
     src, err = _resolve_checked(c, test.src)
     if err:
         return [f"failed to resolve source {q(test.src)}: {err}"]
@@ -82,7 +82,7 @@ def _policy_test(c: "CompiledPolicy", test: PolicyTest) -> list[str]:
     return out
 
 
-def _reaches(c: "CompiledPolicy", lo: int, hi: int, dst: AddrSet, ports, protos) -> bool:
+def _reaches(c: CompiledPolicy, lo: int, hi: int, dst: AddrSet, ports, protos) -> bool:
     rules = c.global_rules
     for rule in rules:
         if rule.caps is not None or not rule.src.overlaps(lo, hi):
@@ -97,7 +97,7 @@ def _reaches(c: "CompiledPolicy", lo: int, hi: int, dst: AddrSet, ports, protos)
     return False
 
 
-def _ssh_test(c: "CompiledPolicy", ssh: SshCompiler, test: SshTest) -> list[str]:
+def _ssh_test(c: CompiledPolicy, ssh: SshCompiler, test: SshTest) -> list[str]:
     t = c.tailnet
     label = test.src.name if test.src is not None else ""
     if test.src is None or c.resolve_error(test.src) and test.src.kind != USER:

@@ -10,7 +10,6 @@ A per-category "N passed, M failed" summary is printed at the end of the run (co
 from __future__ import annotations
 
 import pytest
-
 from _policy_golden import Outcome, case_files, run_case
 
 # Cases that cannot pass, and why. Keep this short: each entry is a deliberate difference.
