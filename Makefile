@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_STAMP := /var/tmp/.pyheadscale-apt-installed
-APT_PACKAGES := iproute2 sqlite3 postgresql postgresql-client
+APT_PACKAGES := iproute2 sqlite3 curl postgresql postgresql-client
 
 .PHONY: venv run test test-fast bench lint apt clean
 
