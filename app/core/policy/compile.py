@@ -63,6 +63,7 @@ __all__ = ["CompiledPolicy", "acl_to_grants", "compile_policy"]
 Rule = dict[str, Any]
 Entry = tuple[str, int, int, PortRange]          # DstPorts entry: text, address interval, ports
 _MAX = V6_BASE + (1 << 128) - 1                   # "*" covers the whole number line
+_EBITS = 32                                       # entry index bits in an entry id
 _V4_ALL = (0, V6_BASE - 1)
 _V6_ALL = (V6_BASE, _MAX)
 _ANY = Alias(WILDCARD, "*")
@@ -91,6 +92,7 @@ class _Rule:
     entries: list[Entry] = field(default_factory=list)
     caps: list[tuple[tuple[Network, ...], Mapping[str, Any]]] | None = None
     by_node: dict[int, list[int]] | None = None     # entry indices per owning node (self rules)
+    dst_parts: list[Resolved | None] | None = None  # what the destinations resolve to (None = "*")
 
     def dst_set(self) -> AddrSet:
         ivs = [(lo, hi) for _, lo, hi, _ in self.entries]
@@ -132,11 +134,12 @@ class CompiledPolicy:
         self._full: dict[Resolved, AddrSet] = {}
         self._strings: dict[Resolved, list[str]] = {}
         self._entry_node_cache: dict[tuple[int, int], frozenset[int]] = {}
+        self._part_cache: dict[Resolved, frozenset[int]] = {}
         self._rules: list[_Rule] = []
         self._self_grants: list[_SelfGrant] = []
         self._via_grants: list[_ViaGrant] = []
         # per-node index of global rules
-        self._entry_ids: list[tuple[int, int]] = []     # entry id -> (rule index, entry index)
+        # entry ids are (rule index << _EBITS) | entry index, so sorting them keeps rule order
         self._universal: list[int] = []                 # entry ids every node keeps
         self._node_entries: dict[int, list[int]] = defaultdict(list)
         self._cap_universal: list[int] = []             # cap rules every node keeps
@@ -321,6 +324,12 @@ class CompiledPolicy:
         src, literal = self._src_sets(merged, wildcard, danger) if src_ips else (AddrSet(), AddrSet())
         others = [a for a in g.dst if not a.is_autogroup(AG_SELF)]
         if others:
+            parts: list[Resolved | None] = []
+            for d in others:
+                if d.kind == WILDCARD:
+                    parts.append(None)
+                elif not (d.kind == HOST and self.resolve_error(d)):
+                    parts.append(self.resolve(d))
             for ip in g.ip:
                 entries: list[Entry] = []
                 for d in others:
@@ -336,7 +345,8 @@ class CompiledPolicy:
                     for (lo, hi), text in zip(full.ivs, texts):
                         entries.extend((text, lo, hi, pr) for pr in ip.ports)
                 if entries and src_ips:
-                    out.append(_Rule(src_ips, src, merged.nodes, literal, protocol_numbers(ip.proto), entries))
+                    out.append(_Rule(src_ips, src, merged.nodes, literal, protocol_numbers(ip.proto), entries,
+                                     dst_parts=parts))
             if g.app is not None:
                 self._compile_app(g.app, others, srcs, src_ips, src, merged.nodes, literal, out)
         if len(others) != len(g.dst):
@@ -401,7 +411,7 @@ class CompiledPolicy:
 
     def _index_rules(self) -> None:
         all_nodes = self.tailnet.all_nodes
-        entry_ids, universal, node_entries = self._entry_ids, self._universal, self._node_entries
+        universal, node_entries = self._universal, self._node_entries
         keepers_cache: dict[tuple[int, int], frozenset[int] | None] = {}
         for ri, rule in enumerate(self._rules):
             if rule.caps is not None:
@@ -415,9 +425,9 @@ class CompiledPolicy:
                     for nid in keep:
                         self._node_caps[nid].append(ri)
                 continue
+            base = ri << _EBITS
             for ei, (_, lo, hi, _) in enumerate(rule.entries):
-                eid = len(entry_ids)
-                entry_ids.append((ri, ei))
+                eid = base | ei
                 key = (lo, hi)
                 if key in keepers_cache:
                     keepers = keepers_cache[key]
@@ -429,18 +439,38 @@ class CompiledPolicy:
                     for nid in keepers:
                         node_entries[nid].append(eid)
 
+    def _part_nodes(self, r: Resolved) -> frozenset[int]:
+        """Destination nodes of one resolved alias (cached): identity nodes, owners of its
+        literal addresses, subnet routers overlapping any of it."""
+        cached = self._part_cache.get(r)
+        if cached is None:
+            cached = self._source_nodes(r.nodes, r.addrs, self.full(r))
+            self._part_cache[r] = cached
+        return cached
+
     def _matcher_nodes(self, rule: _Rule) -> tuple[frozenset[int], frozenset[int]]:
         t = self.tailnet
         src = self._source_nodes(rule.src_nodes, rule.src_literal, rule.src)
         dst: set[int] = set()
-        for _, lo, hi, _ in rule.entries:
-            dst |= self.entry_nodes(lo, hi)
+        literal = []
+        if rule.dst_parts is not None:
+            for part in rule.dst_parts:
+                if part is None:
+                    return src, t.all_nodes
+                dst |= self._part_nodes(part)
+                if part.addrs:
+                    literal.append(part.addrs)
+        else:
+            for _, lo, hi, _ in rule.entries:
+                dst |= self.entry_nodes(lo, hi)
+            literal.append(AddrSet((lo, hi) for _, lo, hi, _ in rule.entries))
         for dsts, _ in rule.caps or ():
             for d in dsts:
                 dst |= self.entry_nodes(*prefix_interval(d))
-        if t.exit_nodes and not t.exit_nodes <= dst:
-            dst_set = rule.dst_set()
-            if dst_set.covers(*_V4_ALL) or dst_set.covers(*_V6_ALL) or INTERNET.issubset(dst_set):
+            literal.append(AddrSet.of_networks(dsts))
+        if t.exit_nodes and not t.exit_nodes <= dst and literal:
+            space = AddrSet().union(*literal)
+            if space.covers(*_V4_ALL) or space.covers(*_V6_ALL) or INTERNET.issubset(space):
                 dst |= t.exit_nodes
         return src, frozenset(dst)
 
@@ -502,10 +532,9 @@ class CompiledPolicy:
 
     def _build_filter(self, nid: int) -> list[Rule]:
         kept: dict[int, list[int]] = defaultdict(list)
-        entry_ids = self._entry_ids
+        mask = (1 << _EBITS) - 1
         for eid in sorted(self._universal + self._node_entries.get(nid, [])):
-            ri, ei = entry_ids[eid]
-            kept[ri].append(ei)
+            kept[eid >> _EBITS].append(eid & mask)
         out: list[Rule] = []
         for ri in sorted(set(kept) | set(self._cap_universal) | set(self._node_caps.get(nid, ()))):
             rule = self._rules[ri]
@@ -835,11 +864,16 @@ def _merge(rules: list[_Rule]) -> list[_Rule]:
         if at is None:
             index[key] = len(out)
             out.append(_Rule(rule.src_ips, rule.src, rule.src_nodes, rule.src_literal, rule.proto,
-                             list(rule.entries)))
+                             list(rule.entries),
+                             dst_parts=list(rule.dst_parts) if rule.dst_parts is not None else None))
         else:
             merged = out[at]
             merged.entries.extend(rule.entries)
             merged.src_nodes = merged.src_nodes | rule.src_nodes
+            if merged.dst_parts is not None and rule.dst_parts is not None:
+                merged.dst_parts.extend(rule.dst_parts)
+            else:
+                merged.dst_parts = None
     return out
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["PolicyError", "Problem"]
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
+class Problem(NamedTuple):
+    """One problem: a (path, message) pair."""
+
     path: str       # e.g. 'acls[2].dst[0]' or 'groups["group:eng"]'; '' for the whole document
     message: str
 
@@ -21,10 +22,10 @@ class PolicyError(ValueError):
     """The policy was rejected. ``problems`` lists (path, message) pairs; ``str()`` shows one a line."""
 
     def __init__(self, problems: Iterable[Problem | tuple[str, str]]) -> None:
-        self.problems: tuple[Problem, ...] = tuple(
-            p if isinstance(p, Problem) else Problem(*p) for p in problems)
+        self.problems: list[Problem] = [p if isinstance(p, Problem) else Problem(*p) for p in problems]
         super().__init__("\n".join(str(p) for p in self.problems) or "invalid policy")
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
-        return [(p.path, p.message) for p in self.problems]
+        """The problems as plain tuples."""
+        return [tuple(p) for p in self.problems]  # type: ignore[misc]

@@ -127,13 +127,14 @@ def _normalise(items: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
 class AddrSet:
     """An immutable set of addresses (see module docstring)."""
 
-    __slots__ = ("_los", "_merged", "ivs")
+    __slots__ = ("_los", "_merged", "_mlos", "ivs")
 
     def __init__(self, intervals: Iterable[tuple[int, int]] = (), *, _normalised: bool = False) -> None:
         self.ivs: tuple[tuple[int, int], ...] = (
             tuple(intervals) if _normalised else _normalise(intervals))
         self._los: list[int] | None = None
         self._merged: tuple[tuple[int, int], ...] | None = None
+        self._mlos: list[int] | None = None
 
     # --- construction -------------------------------------------------
     @classmethod
@@ -220,8 +221,9 @@ class AddrSet:
     def covers(self, lo: int, hi: int) -> bool:
         """True when every address of [lo, hi] is in the set."""
         m = self.merged()
-        starts = [a for a, _ in m]
-        i = bisect_right(starts, lo) - 1
+        if self._mlos is None:
+            self._mlos = [a for a, _ in m]
+        i = bisect_right(self._mlos, lo) - 1
         return i >= 0 and m[i][1] >= hi
 
     def issubset(self, other: AddrSet) -> bool:
