@@ -10,27 +10,42 @@ Public API
     empty policy ``{}`` (allow all).
 
 ``compile_policy(policy, users, nodes, *, server_url="", run_tests=True) -> CompiledPolicy``
-    ``policy=None`` means "no policy": allow-all filter and everyone sees everyone. ``{}``
-    behaves the same; a policy with an ``acls`` or ``grants`` key (even empty) denies what it
-    does not allow. With ``run_tests`` the policy's ``tests``/``sshTests`` run and a failure
-    raises ``PolicyError``. Ambiguous user references (one token, several users) also raise.
-    Compilation resolves aliases once; everything per node is computed lazily and cached.
+    ``policy=None`` means "no policy": the literal allow-all filter
+    ``[{"SrcIPs":["*"],"DstPorts":[{"IP":"*",...}]}]`` and everyone sees everyone. A policy with
+    neither ``acls`` nor ``grants`` (e.g. ``{}``) also allows everything, but as Tailscale's
+    default grant ``* -> *:*``: SrcIPs are the tailnet ranges plus approved subnet routes (as the
+    captures show). An ``acls``/``grants`` key, even empty, denies what it does not allow.
+    ``server_url`` prefixes the SSH check-mode ``holdAndDelegate`` URL. With ``run_tests`` the
+    policy's ``tests``/``sshTests`` run and a failure raises ``PolicyError`` (pass False when
+    loading a stored policy at boot). Ambiguous user references (one token, several users)
+    raise too. Compilation resolves aliases once; everything per node is lazy.
 
 ``check_policy(text, users, nodes, *, server_url="", tailnet_domains=None) -> Policy``
     Parse + compile + run tests: what ``policy set`` / file reload should call.
 
-``CompiledPolicy`` (results are cached; treat returned objects as read-only)
-    ``filter_rules(node_id) -> list[dict]``     reduced PacketFilter rules (wire JSON)
+``CompiledPolicy`` (immutable; results are cached, treat returned objects as read-only;
+unknown node ids raise ``KeyError``)
+    ``filter_rules(node_id) -> list[dict]``     reduced PacketFilter rules (wire JSON, §5.1)
     ``ssh_policy(node_id) -> dict | None``      SSHPolicy wire JSON; None without ``ssh`` rules
-    ``cap_map(node_id) -> dict``                CapMap additions (nodeAttrs, randomize-client-port)
-    ``peer_cap_map(peer_id) -> dict | None``    caps peers see on this node (suggest-exit-node)
-    ``peers(node_id) -> frozenset[int]``        nodes it may see (symmetric)
-    ``allowed_ips_for_peer(viewer, peer, primary_routes=None) -> list[str]``
+    ``cap_map(node_id) -> dict``                CapMap additions for the self node (nodeAttrs,
+                                                 randomize-client-port), values null
+    ``peer_cap_map(peer_id) -> dict | None``    CapMap of this node as its peers see it
+                                                 (``suggest-exit-node`` on approved exit nodes)
+    ``peers(node_id) -> frozenset[int]``        nodes it may see (either side may reach the other)
+    ``allowed_ips_for_peer(viewer_id, peer_id, primary_routes=None) -> list[str]``
+                                                 the peer's addresses plus the subnet/exit routes
+                                                 the viewer may use; ``primary_routes`` = routes the
+                                                 peer is HA primary for (default: all it serves)
     ``node_can_have_tag(node, tag) -> bool``    tagOwners check for requested tags
-    ``auto_approved_routes(node) -> set[str]``  advertised routes autoApprovers approve
+    ``auto_approved_routes(node) -> set[str]``  advertised routes that autoApprovers approve
     ``node_can_approve_route(node, route) -> bool``
-    ``node_digest(node_id) -> str``             hash of all of the above for one node: compare
+    ``node_digest(node_id) -> str``             hash of all of the above for one node; compare the
                                                  digests of two compilations to skip no-op updates
+
+Module map: hujson (HuJSON reader), model (typed policy), parse (shape + reference checks),
+ports (ports, protocols, durations), aliases (alias syntax and resolution), tailnet (user/node
+indexes), ipset (address interval sets and their spellings), compile (filters, peers, caps),
+filter (wire helpers), ssh (SSH policy), routes (routes and tags), tests (tests/sshTests).
 """
 
 from __future__ import annotations

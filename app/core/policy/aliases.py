@@ -8,7 +8,6 @@ nodes by set membership instead of scanning IPs.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,7 +39,6 @@ __all__ = [
     "Resolved",
     "parse_alias",
     "resolve",
-    "resolve_many",
     "tag_name_problem",
 ]
 
@@ -156,13 +154,3 @@ def resolve(alias: Alias, policy: Policy, tailnet: Tailnet) -> Resolved:
             return Resolved(addrs=ALL)
     return NOTHING
 
-
-def resolve_many(aliases: tuple[Alias, ...], policy: Policy, tailnet: Tailnet) -> Resolved:
-    out = NOTHING
-    for alias in aliases:
-        out = out.union(resolve(alias, policy, tailnet))
-    return out
-
-
-def host_is_single(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
-    return net.prefixlen == net.max_prefixlen

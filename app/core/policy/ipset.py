@@ -229,15 +229,6 @@ class AddrSet:
     def issubset(self, other: AddrSet) -> bool:
         return all(other.covers(lo, hi) for lo, hi in self.merged())
 
-    def addrs_between(self, sorted_addrs: list[int]) -> Iterable[int]:
-        """Members of ``sorted_addrs`` that lie in the set (bisect per interval)."""
-        from bisect import bisect_left
-        for lo, hi in self.ivs:
-            i = bisect_left(sorted_addrs, lo)
-            while i < len(sorted_addrs) and sorted_addrs[i] <= hi:
-                yield sorted_addrs[i]
-                i += 1
-
     # --- rendering -----------------------------------------------------
     def strings(self, names: dict[int, str] | None = None) -> list[str]:
         """Wire spellings; ``names`` maps known single addresses to their text (fast path)."""
@@ -260,9 +251,6 @@ class AddrSet:
         for lo, hi in self.ivs:
             out.extend(_split_interval(lo, hi))
         return out
-
-    def prefix_strings(self) -> list[str]:
-        return [network_str(n) for n in self.prefixes()]
 
     def addresses(self) -> Iterable[int]:
         for lo, hi in self.ivs:

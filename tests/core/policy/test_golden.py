@@ -53,3 +53,24 @@ def test_golden_case(path):
 
 def test_golden_data_present():
     assert len(_FILES) > 800, f"golden data missing under {_FILES[:1]}"
+
+
+def test_routes_auto_approval_matches_captures():
+    """In routes captures every advertised route is approved exactly when autoApprovers allow it."""
+    from _policy_golden import build, load, policy_text
+
+    from app.core.policy import compile_policy, parse_policy
+
+    checked = 0
+    for path in _FILES:
+        if path.parent.name != "routes_results":
+            continue
+        case = load(path)
+        users, nodes, _ = build(case)
+        compiled = compile_policy(parse_policy(policy_text(case)), users, nodes, run_tests=False)
+        for n in nodes:
+            for route in n.routable_ips:
+                assert compiled.node_can_approve_route(n, route) == (route in n.approved_routes), \
+                    (case["test_id"], n.hostname, route)
+                checked += 1
+    assert checked > 1000
