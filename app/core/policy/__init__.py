@@ -41,6 +41,8 @@ unknown node ids raise ``KeyError``)
     ``node_can_approve_route(node, route) -> bool``
     ``node_digest(node_id) -> str``             hash of all of the above for one node; compare the
                                                  digests of two compilations to skip no-op updates
+    ``node_digests(node_id) -> dict[str, str]`` the same per part: filter, ssh, caps, peers
+    ``ssh_check_period(src_id, dst_id) -> float | None``  seconds a check-mode approval lasts
 
 Module map: hujson (HuJSON reader), model (typed policy), parse (shape + reference checks),
 ports (ports, protocols, durations), aliases (alias syntax and resolution), tailnet (user/node

@@ -790,19 +790,56 @@ class CompiledPolicy:
 
     def node_digest(self, node_id: int) -> str:
         """A short hash of everything this object produces for the node (filter, SSH policy,
-        caps, peers): equal digests across two compilations mean nothing to send.
-
-        Cheap: rule objects are shared between nodes and hashed once, and the peer set is
-        hashed from its shared base set."""
+        caps, peers): equal digests across two compilations mean nothing to send."""
         h = hashlib.blake2b(digest_size=16)
-        for rule in self.filter_rules(node_id):
-            h.update(self._filter_rule_digest(rule))
-        h.update(b"|ssh")
-        for rule in (self.ssh_policy(node_id) or {}).get("rules", ()):
-            h.update(self._digest_of(rule))
-        h.update(_canon({"caps": self.cap_map(node_id), "peer": self.peer_cap_map(node_id)}))
-        h.update(self._peers_digest(node_id).to_bytes(17, "little"))
+        for part in self.node_digests(node_id).values():
+            h.update(part.encode())
         return h.hexdigest()
+
+    def node_digests(self, node_id: int) -> dict[str, str]:
+        """Per-part hashes ("filter", "ssh", "caps", "peers") so a caller can tell which part
+        of a node's view changed. Cheap: rule objects are shared between nodes and hashed
+        once, and the peer set is hashed from its shared base set."""
+        f = hashlib.blake2b(digest_size=16)
+        for rule in self.filter_rules(node_id):
+            f.update(self._filter_rule_digest(rule))
+        s = hashlib.blake2b(digest_size=16)
+        ssh = self.ssh_policy(node_id)
+        s.update(b"none" if ssh is None else b"rules")
+        for rule in (ssh or {}).get("rules", ()):
+            s.update(self._digest_of(rule))
+        caps = hashlib.blake2b(_canon([self.cap_map(node_id), self.peer_cap_map(node_id)]), digest_size=16)
+        return {"filter": f.hexdigest(), "ssh": s.hexdigest(), "caps": caps.hexdigest(),
+                "peers": f"{self._peers_digest(node_id):032x}"}
+
+    def ssh_check_period(self, src_id: int, dst_id: int) -> float | None:
+        """For SSH check mode: seconds a check stays valid for this source → destination pair
+        (0 = check every time), from the first ``check`` rule covering the pair; None if none
+        does. Default 12h (PROTOCOL.md §3.5; headscale ``SSHCheckParams``)."""
+        if self.policy is None:
+            return None
+        t = self.tailnet
+        src_addrs = t.addrs[src_id]
+        for rule in self.policy.ssh:
+            if rule.action != "check":
+                continue
+            merged = NOTHING
+            for a in rule.src:
+                merged = merged.union(self.resolve(a))
+            if src_id not in merged.nodes and not merged.addrs.contains_any(src_addrs):
+                continue
+            for d in rule.dst:
+                if d.is_autogroup(AG_SELF):
+                    hit = t.owner_of(src_id) is not None and t.owner_of(src_id) == t.owner_of(dst_id)
+                else:
+                    r = self.resolve(d)
+                    hit = dst_id in r.nodes or r.addrs.contains_any(t.addrs[dst_id])
+                if hit:
+                    period = rule.check_period
+                    if period is None:
+                        return 12 * 3600.0
+                    return 0.0 if period.always else period.seconds
+        return None
 
     def _filter_rule_digest(self, rule: Rule) -> bytes:
         """Rules are often rebuilt per node around shared parts (SrcIPs lists, DstPorts

@@ -271,3 +271,14 @@ def test_results_are_cached_and_digests_detect_changes():
     c = compiled(nodes=moved, **text)
     changed = {n.id for n in NODES if a.node_digest(n.id) != c.node_digest(n.id)}
     assert changed == {SERVER.id, CAROL_LAPTOP.id}
+
+
+def test_digest_parts_and_ssh_check_period():
+    c = compiled(ssh=[{"action": "check", "src": ["group:dev"], "dst": ["tag:server"], "users": ["root"],
+                       "checkPeriod": "1h"},
+                      {"action": "check", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["root"]}])
+    assert set(c.node_digests(SERVER.id)) == {"filter", "ssh", "caps", "peers"}
+    assert c.ssh_check_period(BOB_LAPTOP.id, SERVER.id) == 3600.0
+    assert c.ssh_check_period(ALICE_LAPTOP.id, ALICE_PHONE.id) == 12 * 3600.0
+    assert c.ssh_check_period(BOB_LAPTOP.id, ALICE_PHONE.id) is None
+    assert c.ssh_check_period(CAROL_LAPTOP.id, SERVER.id) is None
