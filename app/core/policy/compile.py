@@ -598,7 +598,7 @@ class CompiledPolicy:
                 grants.append({"Dsts": [m[3] for m in sorted(match)], "CapMap": _capmap_json(capmap)})
         if not grants:
             return None
-        return {"SrcIPs": list(rule.src_ips), "CapGrant": grants}
+        return {"SrcIPs": rule.src_ips, "CapGrant": grants}
 
     # --- autogroup:self, per user -------------------------------------------
     def self_rules_for(self, nid: int) -> list[_Rule]:
@@ -850,8 +850,10 @@ class CompiledPolicy:
         h = hashlib.blake2b(digest_size=16)
         h.update(self._digest_of(rule["SrcIPs"]))
         for item in rule.get("DstPorts", ()):
-            h.update(self._digest_of(item))
-        h.update(_canon([rule.get("IPProto"), rule.get("CapGrant")]))
+            h.update(f'{item["IP"]}|{item["Ports"]["First"]}|{item["Ports"]["Last"]};'.encode())
+        h.update(repr(rule.get("IPProto")).encode())
+        if "CapGrant" in rule:
+            h.update(_canon(rule["CapGrant"]))
         digest = h.digest()
         self._rule_digests[id(rule)] = (rule, digest)
         return digest
@@ -860,7 +862,11 @@ class CompiledPolicy:
         cached = self._rule_digests.get(id(obj))
         if cached is not None and cached[0] is obj:
             return cached[1]
-        digest = hashlib.blake2b(_canon(obj), digest_size=16).digest()
+        if isinstance(obj, list) and all(isinstance(x, str) for x in obj):
+            blob = "\n".join(obj).encode()        # SrcIPs: a plain list of strings
+        else:
+            blob = _canon(obj)
+        digest = hashlib.blake2b(blob, digest_size=16).digest()
         self._rule_digests[id(obj)] = (obj, digest)    # keeps obj alive, so ids stay unique
         return digest
 

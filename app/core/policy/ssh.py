@@ -60,6 +60,7 @@ class _Prepared:
     self_dst: bool
     other_dst: bool
     dst_nodes: frozenset[int]
+    everyone: list[dict[str, str]]      # all source principals, users (by id) then tagged
 
 
 class SshCompiler:
@@ -67,6 +68,8 @@ class SshCompiler:
         self.c = compiled
         self.server_url = server_url.rstrip("/")
         self._prepared: list[_Prepared | None] | None = None
+        self._rules: dict[tuple[int, int, int | None], dict[str, Any]] = {}
+        self._keep: list[Any] = []
 
     def prepared(self) -> list[_Prepared | None]:
         if self._prepared is None:
@@ -126,8 +129,24 @@ class SshCompiler:
         dst_nodes = c.nodes_in(dst.addrs, routes=False, base=dst.nodes)
         self_dst = any(a.is_autogroup(AG_SELF) for a in rule.dst)
         other_dst = any(not a.is_autogroup(AG_SELF) for a in rule.dst)
-        return _Prepared(rule, action, users, localparts, sorted(by_user), by_user, tagged, src_nodes,
-                         self_dst, other_dst, dst_nodes)
+        user_ids = sorted(by_user)
+        everyone = [p for uid in user_ids for p in by_user[uid]] + tagged
+        return _Prepared(rule, action, users, localparts, user_ids, by_user, tagged, src_nodes,
+                         self_dst, other_dst, dst_nodes, everyone)
+
+    def _rule(self, prep: _Prepared, principals: list[dict[str, str]], lp_user: int | None) -> dict[str, Any]:
+        """One SSHRule; identical rules are the same object for every node (cheap digests)."""
+        key = (id(prep), id(principals), lp_user)
+        rule = self._rules.get(key)
+        if rule is None:
+            lp = prep.localparts.get(lp_user) if lp_user is not None else None
+            users = {lp: lp} if lp is not None else prep.users
+            rule = {"principals": principals, "sshUsers": users, "action": prep.action}
+            if prep.rule.accept_env:
+                rule["acceptEnv"] = list(prep.rule.accept_env)
+            self._rules[key] = rule
+            self._keep.append(principals)      # the key uses its id: keep it alive
+        return rule
 
     def rules_for(self, nid: int) -> list[dict[str, Any]]:
         t = self.c.tailnet
@@ -139,10 +158,9 @@ class SshCompiler:
                 continue
 
             def emit(principals: list[dict[str, str]], uid: int | None, prep: _Prepared = prep) -> None:
-                out.append(_rule(prep, principals, prep.users))
+                out.append(self._rule(prep, principals, None))
                 if uid is not None and uid in prep.localparts:
-                    lp = prep.localparts[uid]
-                    out.append(_rule(prep, principals, {lp: lp}))
+                    out.append(self._rule(prep, principals, uid))
 
             if prep.self_dst and owner is not None and prep.by_user.get(owner):
                 emit(prep.by_user[owner], owner)
@@ -154,10 +172,8 @@ class SshCompiler:
                         emit(prep.by_user[uid], uid)
                     if prep.tagged:
                         emit(prep.tagged, None)
-                else:
-                    everyone = [p for uid in prep.user_ids for p in prep.by_user[uid]] + prep.tagged
-                    if everyone:
-                        emit(everyone, None)
+                elif prep.everyone:
+                    emit(prep.everyone, None)
             elif _has_localpart(prep.rule) and nid in prep.src_nodes:
                 # a source outside the destinations still gets rules for its own user
                 if node.tags:
@@ -173,11 +189,4 @@ class SshCompiler:
 
 def _has_localpart(rule: SshRule) -> bool:
     return any(parse_localpart(u) is not None for u in rule.users)
-
-
-def _rule(prep: _Prepared, principals: list[dict[str, str]], users: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"principals": principals, "sshUsers": users, "action": prep.action}
-    if prep.rule.accept_env:
-        out["acceptEnv"] = list(prep.rule.accept_env)
-    return out
 
