@@ -39,7 +39,8 @@ def test_policy_errors(run, api, tmp_path):
     assert (r.code, r.err) == (1, "Error: parsing policy: hujson: line 1, column 2: unexpected EOF\n")
 
 
-def test_policy_bypass_without_hook_is_a_clear_error(run, api):
+def test_policy_bypass_without_hook_is_a_clear_error(run, api, monkeypatch):
+    monkeypatch.setattr(hooks, "offline_policy", None)   # app.main installs it; other tests may have run that
     r = run("policy", "get", "--bypass-server-and-access-database-directly")
     assert r.code == 1 and "not yet supported offline" in r.err and api.requests == []
     r = run("policy", "get", "--bypass-grpc-and-access-database-directly", "--force")

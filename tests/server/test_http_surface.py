@@ -79,7 +79,8 @@ async def test_metrics_listener(server):
     status, _, body = await http(server.addresses["metrics"], get("/metrics"))
     assert status == 200
     text = body.decode()
-    assert 'headscale_registrations_total{outcome="ok"} 1.0' in text
+    ok = [ln for ln in text.splitlines() if ln.startswith('headscale_registrations_total{outcome="ok"}')]
+    assert ok and float(ok[0].split()[-1]) >= 1   # a process-wide counter: other tests add to it
     assert "headscale_map_sessions" in text and "process_cpu_seconds_total" in text
 
 

@@ -37,6 +37,10 @@ async def tailnet(server):
     a = await join(server, ka, "a")
     b = await join(server, kb, "b")
     s = await join(server, ks, "srv")
+    ids = {a[2], b[2], s[2]}
+    for c, st, nid in (a, b, s):   # everyone has been told about everyone before the test starts
+        await st.wait(lambda m, nid=nid: set(server.batcher.sessions[nid].sent_peers) == ids - {nid}
+                      and any(p["ID"] == max(ids - {nid}) for p in m.get("PeersChanged", []) + m.get("Peers", [])))
     yield server, a, b, s
     for c, st, _ in (a, b, s):
         await st.close()
