@@ -155,7 +155,8 @@ class CompiledPolicy:
         self._reduced_cache: dict[tuple[int, tuple[int, ...]], Rule] = {}
         self._np_cache: dict[tuple[str, PortRange], dict[str, Any]] = {}
         self._peer_sets: dict[tuple[Any, ...], frozenset[int]] = {}
-        self._set_digests: dict[int, int] = {}          # id(peer base set) -> digest
+        self._set_digests: dict[int, int] = {}          # id(peer base set) -> digest (bases live
+                                                        # in _peer_sets, so ids stay unique)
         self._rule_digests: dict[int, tuple[Any, bytes]] = {}   # id(rule) -> (rule, digest)
         self._filters: dict[int, list[Rule]] = {}
         self._self_rules: dict[int, list[_Rule]] = {}
@@ -686,23 +687,21 @@ class CompiledPolicy:
     def peers(self, node_id: int) -> frozenset[int]:
         """Ids of the nodes ``node_id`` may see (either side may reach the other).
 
-        Peer sets are shared by all nodes with the same matcher memberships; the per-node
-        result (that set minus the node) is rebuilt on each call rather than kept, so
-        thousands of nodes do not hold thousands of near-identical copies."""
+        The bulk comes from a set shared by all nodes with the same matcher memberships;
+        the per-node result adds same-user and via edges and drops the node itself. It is
+        rebuilt on each call rather than kept, so thousands of nodes do not each hold a
+        near-identical copy."""
         if node_id not in self.tailnet.nodes:
             raise KeyError(node_id)
         base = self._peer_base(node_id)
-        extra = self._extra_edges.get(node_id)
-        return (base | extra) - {node_id} if extra else base - {node_id}
+        own = self._own_edges(node_id)
+        return (base | own) - {node_id} if own else base - {node_id}
 
     def _peer_base(self, node_id: int) -> frozenset[int]:
-        """The node's peer set before removing itself; shared by nodes in the same matcher
-        groups (same sources/destinations memberships and self-grant position)."""
+        """Peers from the global matchers, shared by nodes in the same matcher groups."""
         src_keys = self._src_of.get(node_id, ())
         dst_keys = self._dst_of.get(node_id, ())
-        uid = self.tailnet.owner_of(node_id) if self._self_grants else None
-        member = tuple(node_id in srcs for srcs in self._self_sources(uid)) if uid is not None else ()
-        sig = (tuple(map(id, src_keys)), tuple(map(id, dst_keys)), uid, member)
+        sig = (tuple(map(id, src_keys)), tuple(map(id, dst_keys)))
         base = self._peer_sets.get(sig)
         if base is None:
             out = set(self._universal_peers)
@@ -710,17 +709,23 @@ class CompiledPolicy:
                 out |= self._src_groups[key]
             for key in dst_keys:
                 out |= self._dst_groups[key]
-            if uid is not None:
-                for srcs, is_src in zip(self._self_sources(uid), member):
-                    if srcs:
-                        out.update(srcs)
-                        if is_src:
-                            out.update(self.tailnet.user_nodes(uid))
             base = self._peer_sets[sig] = frozenset(out)
         return base
 
+    def _own_edges(self, node_id: int) -> set[int]:
+        """Peers particular to the node: same-user devices via autogroup:self, via routers."""
+        out = set(self._extra_edges.get(node_id, ()))
+        uid = self.tailnet.owner_of(node_id) if self._self_grants else None
+        if uid is not None:
+            for srcs in self._self_sources(uid):
+                if srcs:
+                    out.update(srcs)
+                    if node_id in srcs:
+                        out.update(self.tailnet.user_nodes(uid))
+        return out
+
     def _peers_digest(self, node_id: int) -> int:
-        """Order-independent hash of ``peers(node_id)`` computed from the shared base set."""
+        """Order-independent hash of ``peers(node_id)`` built from the shared base set's."""
         base = self._peer_base(node_id)
         d = self._set_digests.get(id(base))
         if d is None:
@@ -728,7 +733,7 @@ class CompiledPolicy:
             self._set_digests[id(base)] = d
         if node_id in base:
             d -= _element_hash(node_id)
-        for other in self._extra_edges.get(node_id, ()):
+        for other in self._own_edges(node_id):
             if other not in base and other != node_id:
                 d += _element_hash(other)
         return d % _MOD
