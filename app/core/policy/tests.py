@@ -122,14 +122,8 @@ def _ssh_test(c: CompiledPolicy, ssh: SshCompiler, test: SshTest) -> list[str]:
             if c.resolve_error(alias):
                 return [f"failed to resolve destinations: {q(alias.name)}"]
             r = c.resolve(alias)
-            if alias.kind == PREFIX and alias.net is not None and alias.net.num_addresses == 1:
-                # Tailscale finds a node for an IP literal by its IPv4 address only
-                # (captured: the IPv6 literal of an existing node fails the test).
-                ip = str(alias.net.network_address)
-                found = [n for n in t.order if t.nodes[n].ipv4 == ip]
-            else:
-                found = list(c.nodes_in(r.addrs, routes=False, base=r.nodes))
-                found = [n for n in t.order if n in found]
+            found_set = c.nodes_in(r.addrs, routes=False, base=r.nodes)
+            found = [n for n in t.order if n in found_set]
         if not found:
             out.append(f"dst alias {q(alias.name)} resolved to no nodes")
         for n in found:

@@ -27,6 +27,10 @@ KNOWN_FAILURES = {
     # policy named no node of the captured tailnet and its netmaps hold no rule at all
     "policytest-allpass-grants-only-tag-src-ipv6-literal-dst":
         "capture topology is synthetic; the literal destination matched no captured node",
+    # same artefact: the IPv6 literal is a node here but was none in the captured tailnet, so
+    # Tailscale failed the sshTest ("resolved to no nodes") where we pass it (headscale skips it too)
+    "sshtest-malformed-dst-bare-ipv6":
+        "capture topology is synthetic; the literal destination matched no captured node",
 }
 
 # Rejected by us as by Tailscale, but the captured message was mangled by anonymisation.
