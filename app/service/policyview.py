@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from app.core.map.builder import ALLOW_ALL_FILTER
+from app.core.routes import EXIT_ROUTES
 from app.core.model import Node, User
 
 
@@ -46,32 +47,57 @@ class AllowAll:
 
 
 class CompiledView:
+    """A compiled policy. A node the compilation does not know (a recompile after it joined
+    failed, say) gets nothing: no peers, a deny-all filter; never an exception in a map stream."""
+
     def __init__(self, compiled: Any) -> None:
         self.compiled = compiled
 
     def peers(self, node_id: int) -> frozenset[int]:
-        return self.compiled.peers(node_id)
+        try:
+            return self.compiled.peers(node_id)
+        except KeyError:
+            return frozenset()
 
     def filter_rules(self, node_id: int) -> list[dict[str, Any]]:
-        return self.compiled.filter_rules(node_id)
+        try:
+            return self.compiled.filter_rules(node_id)
+        except KeyError:
+            return []
 
     def ssh_policy(self, node_id: int) -> dict[str, Any] | None:
-        return self.compiled.ssh_policy(node_id)
+        try:
+            return self.compiled.ssh_policy(node_id)
+        except KeyError:
+            return None
 
     def cap_map(self, node_id: int) -> dict[str, Any]:
-        return self.compiled.cap_map(node_id)
+        try:
+            return self.compiled.cap_map(node_id)
+        except KeyError:
+            return {}
 
     def auto_approved_routes(self, node: Node) -> set[str]:
-        return set(self.compiled.auto_approved_routes(node))
+        try:
+            return set(self.compiled.auto_approved_routes(node))
+        except KeyError:
+            return set()
 
     def node_can_have_tag(self, node: Node, tag: str) -> bool:
-        return self.compiled.node_can_have_tag(node, tag)
+        try:
+            return self.compiled.node_can_have_tag(node, tag)
+        except KeyError:
+            return False
 
     def routes_for(self, viewer_id: int, peer_id: int, offered: list[str]) -> list[str]:
         """The subset of a peer's offered routes the viewer may use under the policy."""
         if not offered:
             return offered
-        allowed = set(self.compiled.allowed_ips_for_peer(viewer_id, peer_id, offered))
+        primaries = [r for r in offered if r not in EXIT_ROUTES]
+        try:
+            allowed = set(self.compiled.allowed_ips_for_peer(viewer_id, peer_id, primaries))
+        except KeyError:
+            return []
         return [r for r in offered if r in allowed]
 
 

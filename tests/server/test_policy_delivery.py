@@ -119,3 +119,31 @@ async def test_file_mode_reload_and_broken_file(tmp_path, server):
     assert "bob@" in server.state.policy_source
     with pytest.raises(Invalid):
         await svc.set(json.dumps(ALICE_TO_SERVER))
+
+
+async def test_subnet_routes_follow_the_policy(tailnet):
+    """A router's subnet reaches only the viewers the policy lets use it (AllowedIPs per viewer)."""
+    server, (ca, sa, ida), (cb, sb, idb), (cs, ss, ids) = tailnet
+    await cs.lite_update(Hostinfo={"Hostname": "srv", "RoutableIPs": ["10.9.0.0/16"]})
+    await server.state.approve_routes(ids, ["10.9.0.0/16"])
+    await server.policy.set(json.dumps({
+        "tagOwners": {"tag:server": ["alice@"]},
+        "acls": [{"action": "accept", "src": ["alice@"], "dst": ["tag:server:*", "10.9.0.0/16:*"]},
+                 {"action": "accept", "src": ["bob@"], "dst": ["tag:server:*"]}],
+    }))
+
+    async def allowed(stream, after=0):
+        m = await stream.wait(lambda m: any(p["ID"] == ids and "10.9.0.0/16" in p["AllowedIPs"]
+                                            for p in m.get("PeersChanged", []) + m.get("Peers", [])), after=after)
+        return m
+
+    await allowed(sa)
+    await asyncio.sleep(0.3)
+    last_b = [p for m in sb.messages for p in m.get("PeersChanged", []) + m.get("Peers", []) if p["ID"] == ids][-1]
+    assert "10.9.0.0/16" not in last_b["AllowedIPs"]
+    mark = sb.mark()
+    await server.policy.set(json.dumps({
+        "tagOwners": {"tag:server": ["alice@"]},
+        "acls": [{"action": "accept", "src": ["alice@", "bob@"], "dst": ["tag:server:*", "10.9.0.0/16:*"]}],
+    }))
+    await allowed(sb, after=mark)
