@@ -225,6 +225,30 @@ class ControlClient:
         finally:
             self.cancel_stream(sid)
 
+    async def map_frames(self, **extra: Any) -> AsyncIterator[bytes]:
+        """Like ``map_stream`` but yields each message's body still compressed: the load
+        generator in bench/ decodes only the messages it inspects."""
+        body = json.dumps(self.map_request(Stream=True, **extra)).encode()
+        sid, st = await self._start("POST", "/machine/map", body)
+        if st.status != 200:
+            raise RuntimeError(f"map: http {st.status}")
+        buf = bytearray()
+        try:
+            while True:
+                c = await st.data.get()
+                if c is None:
+                    return
+                buf += c
+                while len(buf) >= 4:
+                    n = int.from_bytes(buf[:4], "little")
+                    if len(buf) < 4 + n:
+                        break
+                    msg = bytes(buf[4:4 + n])
+                    del buf[:4 + n]
+                    yield msg
+        finally:
+            self.cancel_stream(sid)
+
     def cancel_stream(self, sid: int) -> None:
         if self.conn is None or self.closed.is_set():
             return

@@ -20,6 +20,8 @@ from app.server.h2server import Request, Response, StreamClosed
 log = logging.getLogger("headscale.control")
 
 KEEPALIVE = frame(b'{"KeepAlive":true}')
+SENT_DELTA = metrics.MAP_SENT.labels("delta")     # bound once: labels() is a lookup per call
+SENT_KEEPALIVE = metrics.MAP_SENT.labels("keepalive")
 JSON = "application/json; charset=utf-8"
 NOT_IMPLEMENTED = {
     "/machine/set-dns", "/machine/update-health", "/machine/id-token", "/machine/set-device-attr",
@@ -112,18 +114,28 @@ class ControlRoutes:
         st.set_online(node_id, True)
         metrics.SESSIONS.inc()
         log.info("map session %d started for node %d", session.serial, node_id)
+        keepalive_timer: asyncio.TimerHandle | None = None
         try:
             await resp.start(200, [("content-type", JSON)])
             started = asyncio.get_running_loop().time()
             await resp.send(frame(self.mapper.full_map(session)))
             metrics.MAP_SENT.labels("full").inc()
             metrics.FIRST_MAP_SECONDS.observe(asyncio.get_running_loop().time() - started)
+            # Keepalives come from one timer per session, queued like any message, rather than a
+            # timeout around every get(): that costs a timer (wait_for: a Task) per message sent.
+            loop = asyncio.get_running_loop()
+
+            def keepalive_due() -> None:
+                nonlocal keepalive_timer
+                session.queue.put_nowait(KEEPALIVE)
+                keepalive_timer = loop.call_later(session.next_keepalive(), keepalive_due)
+
+            keepalive_timer = loop.call_later(session.next_keepalive(), keepalive_due)
             while not session.closed.is_set():
-                try:
-                    item = await asyncio.wait_for(session.queue.get(), session.next_keepalive())
-                except asyncio.TimeoutError:
+                item = await session.queue.get()
+                if item is KEEPALIVE:
                     await resp.send(KEEPALIVE)
-                    metrics.MAP_SENT.labels("keepalive").inc()
+                    SENT_KEEPALIVE.inc()
                     continue
                 if session.closed.is_set() or node_id not in st.nodes:
                     break
@@ -134,11 +146,13 @@ class ControlRoutes:
                     metrics.MAP_SENT.labels("full").inc()
                 elif item:
                     await resp.send(item)
-                    metrics.MAP_SENT.labels("delta").inc()
+                    SENT_DELTA.inc()
                 session.messages_sent += 1
         except StreamClosed:
             pass
         finally:
+            if keepalive_timer is not None:
+                keepalive_timer.cancel()
             metrics.SESSIONS.dec()
             if self.batcher.detach(session):
                 st.set_online(node_id, False)

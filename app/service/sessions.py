@@ -74,9 +74,12 @@ class Mapper:
 
     def __init__(self, state: State) -> None:
         self.state = state
-        self._peer_cache: dict[int, tuple[Node, bool, tuple[str, ...], bytes]] = {}
+        # node id -> routes seen by the viewer -> (node record, online, encoded entry)
+        self._peer_cache: dict[int, dict[tuple[str, ...], tuple[Node, bool, bytes]]] = {}
 
     def routes_for(self, viewer_id: int, peer_id: int) -> tuple[str, ...]:
+        if not self.state.served.get(peer_id):
+            return ()       # the common case: a peer that offers no routes
         offered = self.state.routes_of(peer_id)
         if not offered:
             return ()
@@ -86,12 +89,14 @@ class Mapper:
         """The encoded peer entry; shared by every viewer that gets the same routes."""
         st = self.state
         online = node.id in st.online
-        key = (node.id, routes)
-        hit = self._peer_cache.get(key)
+        entries = self._peer_cache.get(node.id)
+        if entries is None:
+            entries = self._peer_cache[node.id] = {}
+        hit = entries.get(routes)
         if hit is not None and hit[0] is node and hit[1] == online:
-            return hit[3]
+            return hit[2]
         blob = encode_json(builder.tail_node(node, st.settings, routes=list(routes), online=online, now=st.now()))
-        self._peer_cache[key] = (node, online, routes, blob)
+        entries[routes] = (node, online, blob)
         return blob
 
     def viewer_blob(self, session: "MapSession", node: Node) -> bytes:
@@ -103,8 +108,7 @@ class Mapper:
         return self.peer_blob(node, routes)
 
     def forget(self, node_id: int) -> None:
-        for key in [k for k in self._peer_cache if k[0] == node_id]:
-            del self._peer_cache[key]
+        self._peer_cache.pop(node_id, None)
 
     def self_node(self, node: Node, capver: int) -> dict[str, Any]:
         st = self.state
@@ -115,13 +119,14 @@ class Mapper:
 
     def _profiles(self, node_ids: set[int]) -> list[dict[str, Any]]:
         st = self.state
-        profiles: dict[int, dict[str, Any]] = {}
+        owners: set[int | None] = set()     # user ids; None for tagged/userless nodes
         for nid in node_ids:
             n = st.nodes.get(nid)
-            if n is None:
-                continue
-            user = st.users.get(n.user_id) if n.user_id is not None else None
-            p = builder.user_profile(user, n)
+            if n is not None:
+                owners.add(None if n.is_tagged or n.user_id is None else n.user_id)
+        profiles: dict[int, dict[str, Any]] = {}
+        for uid in owners:   # one profile per owner, not per node
+            p = builder.user_profile(st.users.get(uid) if uid is not None else None)
             profiles[p["ID"]] = p
         return [profiles[k] for k in sorted(profiles)]
 
@@ -163,16 +168,22 @@ class Mapper:
         sent = session.sent_peers
         if change.policy:
             visible = st.visible_peers(nid)
+            added = visible - sent
+            removed = (sent - visible) | (change.peers_removed & sent)
         else:
-            # Without a policy change visibility only moves for nodes that were added/removed.
-            visible = set(sent)
+            # Without a policy change visibility only moves for nodes that were added/removed,
+            # so this costs the size of the change, not the number of peers: ``sent`` is
+            # updated in place instead of copied.
             allowed = st.policy.peers(nid) if change.peers_changed else None
-            for p in change.peers_changed:
-                if p != nid and p in st.nodes and (allowed is None or p in allowed):
-                    visible.add(p)
-            visible -= change.peers_removed
-        added = visible - sent
-        removed = (sent - visible) | (change.peers_removed & sent)
+            added = {
+                p for p in change.peers_changed
+                if p not in sent and p != nid and p in st.nodes and p not in change.peers_removed
+                and (allowed is None or p in allowed)
+            }
+            removed = change.peers_removed & sent
+            visible = sent
+            visible -= removed
+            visible |= added
         changed = (change.peers_changed & visible) | added
         if change.policy:
             # Routers whose usable routes for this viewer moved with the policy.
