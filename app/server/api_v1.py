@@ -318,6 +318,38 @@ def api_blueprint() -> Blueprint:
         n = await st.approve_routes(int_id(nid, "node id"), routes)
         return ok({"node": node_json(n, st)})
 
+    @bp.post("/node/backfillips")
+    async def backfill_ips():
+        if str(request.args.get("confirmed", "")).lower() not in ("1", "true"):
+            raise ApiError(400, "backfilling IPs needs confirmed=true")
+        return ok({"changes": await svc().state.backfill_ips()})
+
+    @bp.post("/debug/node")
+    async def debug_create_node():
+        b = await body_json()
+        st = svc().state
+        user = st.user_by_name(str(b.get("user") or "")) or (
+            st.users.get(int(b["user"])) if str(b.get("user") or "").isdigit() else None)
+        if user is None:
+            raise NotFound(f"user {b.get('user')!r} not found")
+        routes = b.get("routes") or []
+        if not isinstance(routes, list) or not all(isinstance(r, str) for r in routes):
+            raise ApiError(400, "routes must be a list of strings")
+        name = str(b.get("name") or "")
+        if not name:
+            raise ApiError(400, "name is required")
+        p = svc().registrar.add_debug_pending(str(b.get("key") or ""), name, routes)
+        return ok({"node": {"id": "0", "machineKey": p.machine_key, "nodeKey": p.node_key, "name": name,
+                            "givenName": name, "user": user_json(user), "ipAddresses": [], "online": False,
+                            "availableRoutes": routes, "approvedRoutes": [], "subnetRoutes": [], "tags": [],
+                            "registerMethod": "REGISTER_METHOD_CLI"}})
+
+    @bp.post("/auth/approve")
+    @bp.post("/auth/reject")
+    async def auth_decide():
+        b = await body_json()
+        raise NotFound(f"no pending SSH check request with id {b.get('authId')!r}")
+
     async def _register(user_ref: Any, auth_id: Any):
         st = svc().state
         if not auth_id:

@@ -263,6 +263,19 @@ class Registrar:
             raise RegisterError("registration was not completed")
         return self._response(node)
 
+    def add_debug_pending(self, auth_id: str, name: str, routes: list[str]) -> Pending:
+        """`headscale debug create-node`: a pending registration of a made-up machine."""
+        if not auth_id.startswith(AUTH_ID_PREFIX) or len(auth_id) != len(AUTH_ID_PREFIX) + 24:
+            from app.service.errors import Invalid
+
+            raise Invalid(f"invalid registration id {auth_id!r}: expected {AUTH_ID_PREFIX}<24 hex>")
+        pending = Pending(auth_id, keys.format_key(keys.new_private(), keys.MACHINE_PUBLIC),
+                          keys.format_key(keys.new_private(), keys.NODE_PUBLIC),
+                          {"Hostname": name, "RoutableIPs": list(routes)}, None,
+                          asyncio.get_running_loop().time())
+        self.pending[auth_id] = pending
+        return pending
+
     async def complete(self, auth_id: str, user: User) -> Node:
         """`headscale auth register --auth-id ID --user U`: admit a pending machine."""
         from app.service.errors import NotFound

@@ -312,6 +312,31 @@ class State:
             policy = self._refresh_policy_nodes()
             self._emit(Change(peers_removed={node_id}, policy=policy, full={node_id}))
 
+    async def backfill_ips(self) -> list[str]:
+        """Give every node one address per configured prefix, and drop addresses of families
+        (or outside prefixes) no longer configured. Returns what changed, one line each."""
+        import ipaddress
+
+        changes: list[str] = []
+        async with self.lock:
+            for node in sorted(self.nodes.values(), key=lambda n: n.id):
+                new = {}
+                for fam, alloc in (("ipv4", self.v4), ("ipv6", self.v6)):
+                    addr = getattr(node, fam)
+                    inside = alloc is not None and addr and ipaddress.ip_address(addr) in alloc.network
+                    if alloc is not None and not inside:
+                        if addr:
+                            changes.append(f"node {node.id}: removed {fam} {addr} (outside {alloc.network})")
+                        new[fam] = alloc.allocate()
+                        changes.append(f"node {node.id}: assigned {fam} {new[fam]}")
+                    elif alloc is None and addr:
+                        new[fam] = None
+                        changes.append(f"node {node.id}: removed {fam} {addr} (family not configured)")
+                if new:
+                    await self.replace_node(dataclasses.replace(node, **new),
+                                            Change(peers_changed={node.id}, self_changed={node.id}), policy=True)
+        return changes
+
     # ---- nodes: registration (called by app.service.registration) --------------------------
 
     def allocate_addresses(self) -> tuple[str | None, str | None]:

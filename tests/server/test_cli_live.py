@@ -169,3 +169,23 @@ async def test_policy_bypass_works_without_a_server(tmp_path):
     code, out = await run("policy", "set", "-f", str(bad))
     assert code == 1 and "group:x" in out
     assert "*:443" in (await run("policy", "get"))[1]
+
+
+async def test_debug_create_node_backfill_and_register(live):
+    services, cli, js, _ = live
+    await js("users", "create", "dora")
+    auth_id = "hskey-authreq-" + "b" * 24
+    made = await js("debug", "create-node", "--name", "fake", "-u", "dora", "-k", auth_id, "-r", "10.1.0.0/24")
+    assert made["name"] == "fake"
+    node = await js("auth", "register", "--auth-id", auth_id, "--user", "dora")
+    assert node["givenName"] == "fake" and node["ipAddresses"][0].startswith("100.64.")
+    assert node["availableRoutes"] == ["10.1.0.0/24"]
+    await js("nodes", "approve-routes", "-i", node["id"], "-r", "10.1.0.0/24")
+    assert (await js("nodes", "list"))[0]["approvedRoutes"] == ["10.1.0.0/24"]
+    nid = int(node["id"])
+    import dataclasses
+
+    services.state.nodes[nid] = dataclasses.replace(services.state.nodes[nid], ipv6=None)
+    code, out, err = await cli("nodes", "backfillips", "--force")
+    assert code == 0 and "assigned ipv6" in out + err
+    assert len((await js("nodes", "list"))[0]["ipAddresses"]) == 2
