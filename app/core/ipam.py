@@ -30,9 +30,7 @@ class AddressesExhausted(Exception):
 def _usable(addr: IPAddress, net: IPNetwork) -> bool:
     if addr in RESERVED_ADDRESSES or any(addr in r for r in RESERVED_NETWORKS):
         return False
-    if net.num_addresses > 2 and addr in (net.network_address, net.broadcast_address):
-        return False
-    return True
+    return not (net.num_addresses > 2 and addr in (net.network_address, net.broadcast_address))
 
 
 class Allocator:

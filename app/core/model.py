@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 # Tagged nodes are owned by this pseudo-user in the protocol (headscale types/users.go).
 TAGGED_DEVICES_USER_ID = 2147455555
@@ -25,7 +25,7 @@ class RegisterMethod:
     CLI = "cli"
     OIDC = "oidc"
 
-    API_NAMES = {
+    API_NAMES: ClassVar[dict[str, str]] = {
         "": "REGISTER_METHOD_UNSPECIFIED",
         "authkey": "REGISTER_METHOD_AUTH_KEY",
         "cli": "REGISTER_METHOD_CLI",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 # Capability versions (tailcfg.CurrentCapabilityVersion of client releases).
@@ -14,10 +14,10 @@ def go_time(dt: datetime | None) -> str:
     """RFC 3339 in UTC with a ``Z``, fractional seconds only when non-zero (like Go)."""
     if dt is None or dt.year <= 1:
         return GO_ZERO_TIME
-    dt = dt.astimezone(timezone.utc)
+    dt = dt.astimezone(UTC)
     text = dt.strftime("%Y-%m-%dT%H:%M:%S")
     if dt.microsecond:
-        text += (".%06d" % dt.microsecond).rstrip("0")
+        text += f".{dt.microsecond:06d}".rstrip("0")
     return text + "Z"
 
 
@@ -26,7 +26,7 @@ def parse_go_time(text: str | None) -> datetime | None:
     if not text or text.startswith("0001-01-01"):
         return None
     t = text.strip()
-    if t.endswith("Z") or t.endswith("z"):
+    if t.endswith(("Z", "z")):
         t = t[:-1] + "+00:00"
     # Python before 3.11 cannot take nanoseconds; trim to microseconds.
     if "." in t:
@@ -40,5 +40,5 @@ def parse_go_time(text: str | None) -> datetime | None:
         t = head + "." + (digits[:6].ljust(6, "0")) + rest[len(digits):]
     dt = datetime.fromisoformat(t)
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)

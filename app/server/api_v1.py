@@ -409,4 +409,4 @@ def api_blueprint() -> Blueprint:
     return bp
 
 
-__all__ = ["api_blueprint", "Conflict", "Invalid"]
+__all__ = ["Conflict", "Invalid", "api_blueprint"]

@@ -99,8 +99,8 @@ class Edge:
         for s in self.servers:
             try:
                 await asyncio.wait_for(s.wait_closed(), 2)
-            except (asyncio.TimeoutError, Exception):
-                pass
+            except (TimeoutError, OSError):
+                log.debug("listener did not close within 2 s")
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -110,8 +110,7 @@ class Edge:
         try:
             try:
                 raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
-                    ConnectionError, OSError, ssl.SSLError):
+            except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError, ssl.SSLError):
                 writer.close()
                 return
             if len(raw) > MAX_HEAD:

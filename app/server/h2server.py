@@ -41,7 +41,7 @@ class StreamClosed(Exception):
 class Response:
     """Writes one response stream; ``send`` waits for flow-control window."""
 
-    def __init__(self, server: "H2Server", stream_id: int) -> None:
+    def __init__(self, server: H2Server, stream_id: int) -> None:
         self.server = server
         self.stream_id = stream_id
         self.headers_sent = False
@@ -161,7 +161,7 @@ class H2Server:
                 else:
                     self.conn.reset_stream(req.stream_id)
                     await self.flush()
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - the connection is already broken; nothing to tell
                 pass
         finally:
             self.tasks.pop(req.stream_id, None)

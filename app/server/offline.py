@@ -6,6 +6,7 @@ pass its tests is never stored."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from app.service.policyview import compile_view
@@ -18,8 +19,7 @@ async def _run(action: str, cfg: Any, text: str | None) -> str:
     try:
         if action == "get":
             if cfg.policy.mode == "file":
-                with open(cfg.policy.path, encoding="utf-8") as f:
-                    return f.read()
+                return Path(cfg.policy.path).read_text(encoding="utf-8")  # a one-shot command: blocking is fine
             row = await db.get_policy()
             if row is None:
                 raise RuntimeError("no policy has been set")

@@ -21,14 +21,14 @@ import yaml
 
 from app.core import derpmap, keys
 from app.core.map.builder import MapSettings, dns_config
-from app.service.policy import PolicyService
-from app.service.registration import Registrar
-from app.service.sessions import Batcher, Mapper
-from app.service.state import State
 from app.server import metrics
 from app.server.control_routes import ControlRoutes
 from app.server.edge import Edge
 from app.server.ts2021 import TS2021
+from app.service.policy import PolicyService
+from app.service.registration import Registrar
+from app.service.sessions import Batcher, Mapper
+from app.service.state import State
 
 log = logging.getLogger("headscale")
 
@@ -103,15 +103,15 @@ def load_derp_map(cfg: Any, fetch_urls: bool = True) -> dict[str, Any]:
     if fetch_urls:
         for url in cfg.derp.urls or []:
             try:
-                with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - operator-configured URL
+                with urllib.request.urlopen(url, timeout=10) as r:
                     maps.append(derpmap.normalise(json.loads(r.read()), url))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure: keep the other sources
                 log.warning("could not load DERP map from %s: %s", url, exc)
     for path in cfg.derp.paths or []:
         try:
             with open(path, encoding="utf-8") as f:
                 maps.append(derpmap.normalise(yaml.safe_load(f), path))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure: keep the other sources
             log.warning("could not load DERP map file %s: %s", path, exc)
     srv = cfg.derp.server
     if srv.enabled and srv.automatically_add_embedded_derp_region:

@@ -31,7 +31,7 @@ UPGRADE = "tailscale-control-protocol"
 
 
 class TS2021:
-    def __init__(self, noise_private: bytes, routes_for: "RoutesFactory") -> None:
+    def __init__(self, noise_private: bytes, routes_for: RoutesFactory) -> None:
         self.responder = Responder(noise_private)
         self.routes_for = routes_for
         self.connections = 0

@@ -22,7 +22,7 @@ class Change:
     dns: bool = False
     full: set[int] = field(default_factory=set)             # sessions that need a complete map
 
-    def merge(self, other: "Change") -> None:
+    def merge(self, other: Change) -> None:
         self.peers_changed |= other.peers_changed
         self.peers_removed |= other.peers_removed
         for nid, fields in other.patches.items():

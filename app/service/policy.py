@@ -86,7 +86,7 @@ class PolicyService:
             await self._install(text, None)
             log.info("policy reloaded from %s", self.path)
             return True
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a bad file must never replace the active policy
             log.error("policy reload failed, keeping the active policy: %s", exc)
             return False
 

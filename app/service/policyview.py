@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from app.core.map.builder import ALLOW_ALL_FILTER
-from app.core.routes import EXIT_ROUTES
 from app.core.model import Node, User
+from app.core.routes import EXIT_ROUTES
 
 
 class PolicyView(Protocol):

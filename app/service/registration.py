@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from app.core import keys
@@ -319,4 +319,4 @@ def tagged_owner_id(node: Node) -> int:
 
 
 def utc(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)

@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.core import names
@@ -26,7 +26,6 @@ from app.service.policyview import AllowAll, PolicyView, compile_view
 
 log = logging.getLogger("headscale.state")
 
-UTC = timezone.utc
 
 
 def utcnow() -> datetime:
@@ -133,7 +132,7 @@ class State:
                 self.policy_source, list(self.users.values()), list(self.nodes.values()), self.cfg.server_url,
                 run_tests=False,
             )
-        except Exception as exc:  # a policy that stops compiling keeps the previous view
+        except Exception as exc:  # noqa: BLE001 - a policy that stops compiling keeps the previous view
             log.warning("policy no longer compiles against current nodes/users: %s", exc)
         return True
 
@@ -464,7 +463,7 @@ class State:
         if node is not None:
             try:
                 await self.db.update_node(node)
-            except Exception:  # the node may have been deleted meanwhile
+            except Exception:  # noqa: BLE001 - the node may have been deleted meanwhile
                 log.debug("could not persist last_seen of node %s", node_id)
 
     # ---- periodic work ---------------------------------------------------------------------

@@ -1,5 +1,5 @@
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -10,12 +10,12 @@ from app.core.model import Node, User
 from app.core.routes import elect_primaries, routes_for_peer, served_routes
 from app.core.tailcfg import go_time, parse_go_time
 
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def node(i=1, **kw):
-    base = dict(id=i, machine_key="mkey:" + "1" * 64, node_key="nodekey:" + f"{i:064x}", given_name=f"n{i}",
-                user_id=1, ipv4=f"100.64.0.{i}", ipv6=f"fd7a:115c:a1e0::{i}", created_at=NOW)
+    base = {"id": i, "machine_key": "mkey:" + "1" * 64, "node_key": "nodekey:" + f"{i:064x}", "given_name": f"n{i}",
+                "user_id": 1, "ipv4": f"100.64.0.{i}", "ipv6": f"fd7a:115c:a1e0::{i}", "created_at": NOW}
     base.update(kw)
     return Node(**base)
 
@@ -52,7 +52,7 @@ def test_self_and_peer_nodes():
     assert "CapMap" not in peer and peer["User"] == builder.TAGGED_DEVICES_USER_ID and peer["Online"] is False
     assert peer["PrimaryRoutes"] == ["10.0.0.0/8"]
     assert peer["AllowedIPs"] == ["0.0.0.0/0", "10.0.0.0/8", "100.64.0.2/32", "fd7a:115c:a1e0::2/128"]
-    expired = builder.tail_node(node(3, expiry=datetime(2020, 1, 1, tzinfo=timezone.utc)), settings, now=NOW)
+    expired = builder.tail_node(node(3, expiry=datetime(2020, 1, 1, tzinfo=UTC)), settings, now=NOW)
     assert expired["Expired"] is True and expired["MachineAuthorized"] is False
 
 

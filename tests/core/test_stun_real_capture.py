@@ -22,7 +22,7 @@ def test_real_request_is_answered_with_its_transaction_id():
     for ip, port in (("192.0.2.7", 41641), ("2001:db8::7", 3478), ("::ffff:192.0.2.9", 1)):
         reply = stun.handle_datagram(CAPTURE, ip, port)
         assert reply is not None and reply[8:20] == CAPTURE[8:20]
-        txid, got_ip, got_port = stun.parse_binding_response(reply)
+        _txid, got_ip, got_port = stun.parse_binding_response(reply)
         assert (got_ip, got_port) == (ip.replace("::ffff:", ""), port)
         assert len(reply) == (32 if ":" not in got_ip else 44)
 

@@ -14,7 +14,7 @@ from cryptography.x509.oid import NameOID
 
 def make_ca_and_cert(directory: Path, ip: str) -> tuple[Path, Path, Path]:
     """Returns (ca.pem, cert.pem, key.pem)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pyheadscale test CA")])
     ca = (

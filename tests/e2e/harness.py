@@ -15,9 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
+from typing import Self
 
 import yaml
 
@@ -39,15 +39,15 @@ def caddy_binary() -> str:
 def netns_available() -> bool:
     if os.geteuid() != 0 or shutil.which("ip") is None:
         return False
-    return subprocess.run(["ip", "netns", "list"], capture_output=True).returncode == 0
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, check=False).returncode == 0
 
 
 class Netns:
     def __init__(self) -> None:
         self.name = "hs" + uuid.uuid4().hex[:8]
 
-    def __enter__(self) -> "Netns":
-        run = lambda *a: subprocess.run(["ip", *a], check=True, capture_output=True)  # noqa: E731
+    def __enter__(self) -> Self:
+        run = lambda *a: subprocess.run(["ip", *a], check=True, capture_output=True)
         run("netns", "add", self.name)
         run("-n", self.name, "link", "set", "lo", "up")
         # A veth pair with both ends inside the namespace (the `dummy` module may be missing).
@@ -58,13 +58,13 @@ class Netns:
         return self
 
     def __exit__(self, *exc) -> None:
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, check=False)
 
     def cmd(self, *args: str) -> list[str]:
         return ["ip", "netns", "exec", self.name, *args]
 
     def popen(self, args: list[str], *, env: dict | None = None, log: Path | None = None, **kw) -> subprocess.Popen:
-        out = open(log, "ab") if log else subprocess.DEVNULL
+        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it open
         return subprocess.Popen(self.cmd(*args), env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, **kw)
 
@@ -111,7 +111,7 @@ class Server:
                     "nameservers": {"global": []}},
             "derp": {"urls": [], "paths": [], "auto_update_enabled": False,
                      "server": {"enabled": True, "region_id": 999, "region_code": "test",
-                                "region_name": "Test DERP", "stun_listen_addr": f"0.0.0.0:3478",
+                                "region_name": "Test DERP", "stun_listen_addr": "0.0.0.0:3478",
                                 "private_key_path": str(self.dir / "derp_private.key"),
                                 "automatically_add_embedded_derp_region": True,
                                 "verify_clients": True}},
@@ -153,7 +153,7 @@ class Server:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         r = subprocess.run([HEADSCALE, "-c", str(self.config_path), *args], capture_output=True, text=True,
-                           timeout=30)
+                           timeout=30, check=False)
         if check and r.returncode != 0:
             raise AssertionError(f"headscale {' '.join(args)} failed: {r.stdout}{r.stderr}")
         return r
@@ -197,7 +197,7 @@ def proxy_site(port: int, target: str, via: str = "nodeb") -> str:
             f"\t\ttransport tailscale {via}\n\t}}\n}}\n")
 
 
-def fetch(ns: "Netns", port: int) -> str:
+def fetch(ns: Netns, port: int) -> str:
     r = ns.run(["curl", "-s", "-m", "5", f"http://127.0.0.1:{port}/"], check=False, timeout=15)
     return r.stdout
 

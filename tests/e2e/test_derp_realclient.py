@@ -9,8 +9,15 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.certs import make_ca_and_cert
-from tests.e2e.harness import (  # noqa: I001
-    SERVER_IP, Netns, Server, TsnetNode, fetch, tempdir, two_node_caddyfile, wait_for,
+from tests.e2e.harness import (
+    SERVER_IP,
+    Netns,
+    Server,
+    TsnetNode,
+    fetch,
+    tempdir,
+    two_node_caddyfile,
+    wait_for,
 )
 
 

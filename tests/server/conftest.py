@@ -79,5 +79,5 @@ class Stream:
         self.task.cancel()
         try:
             await self.task
-        except (asyncio.CancelledError, Exception):
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001, S110 - the stream may end either way
             pass

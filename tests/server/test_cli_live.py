@@ -52,7 +52,7 @@ async def live(tmp_path):
 
 
 async def test_users_and_keys(live):
-    services, cli, js, _ = live
+    _services, cli, js, _ = live
     u = await js("users", "create", "alice", "-d", "Alice A", "-e", "alice@example.com")
     assert u["id"] == "1" and u["name"] == "alice" and u["displayName"] == "Alice A"
     assert [x["name"] for x in await js("users", "list")] == ["alice"]
@@ -92,7 +92,7 @@ async def test_node_commands_reach_connected_nodes(live):
     nodes = await js("nodes", "list")
     assert {n["givenName"] for n in nodes} == {"laptop", "phone"}
     assert all(n["user"]["name"] == "bob" for n in nodes)
-    phone = [n for n in nodes if n["givenName"] == "phone"][0]
+    phone = next(n for n in nodes if n["givenName"] == "phone")
     assert phone["online"] is False and first["Peers"][0]["Name"] == "phone.tailnet.test."
     _, human, _ = await cli("nodes", "list")
     assert "laptop" in human and "phone" in human
@@ -116,7 +116,7 @@ async def test_node_commands_reach_connected_nodes(live):
 
 
 async def test_policy_commands(live):
-    services, cli, js, tmp = live
+    _services, cli, js, tmp = live
     await js("users", "create", "alice")
     good = tmp / "p.hujson"
     good.write_text('{\n // HuJSON\n "acls": [{"action": "accept", "src": ["alice@"], "dst": ["*:22"]},],\n}\n')

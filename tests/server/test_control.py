@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+from datetime import UTC
 
-from app.core import keys
 from tests.server.conftest import Stream, new_client, user_and_key
 
 
@@ -53,7 +52,7 @@ async def test_peer_deltas_reach_the_other_node(server):
     # b's endpoint change reaches a as a patch
     assert await b.lite_update(Endpoints=["198.51.100.7:41641"]) == 200
     m = await sa.wait(lambda m: any(p.get("NodeID") == bid for p in m.get("PeersChangedPatch", [])))
-    patch = [p for p in m["PeersChangedPatch"] if p["NodeID"] == bid][0]
+    patch = next(p for p in m["PeersChangedPatch"] if p["NodeID"] == bid)
     assert patch["Endpoints"] == ["198.51.100.7:41641"]
     # rename reaches a without reconnecting
     await server.state.rename_node(bid, "renamed")
@@ -98,9 +97,9 @@ async def test_invalid_key_and_expired_key(server):
     c = await new_client(server)
     resp = await c.register("hskey-auth-nope-nope", hostinfo={"Hostname": "x"})
     assert resp["Error"] == "invalid pre auth key"
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    _, key = await user_and_key(server, expiration=datetime(2001, 1, 1, tzinfo=timezone.utc))
+    _, key = await user_and_key(server, expiration=datetime(2001, 1, 1, tzinfo=UTC))
     resp = await c.register(key, hostinfo={"Hostname": "x"})
     assert resp["Error"] == "authkey expired"
     assert server.state.nodes == {}
@@ -142,7 +141,7 @@ async def test_bad_requests_are_refused_without_harm(server):
     _, key = await user_and_key(server)
     a = await registered(server, key, "a")
     for body in (b"not json", b"[1,2]"):
-        sid, st = await a._start("POST", "/machine/map", body)
+        _sid, st = await a._start("POST", "/machine/map", body)
         assert st.status == 400
     status, _ = await a.request("POST", "/machine/map", {"Version": "x", "NodeKey": a.node_key})
     assert status == 400

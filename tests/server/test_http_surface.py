@@ -9,7 +9,6 @@ import struct
 
 import pytest
 
-from app.client.control import ControlClient
 from app.config import dev_config
 from app.core import keys
 from app.core.noise import Initiator, reply_size

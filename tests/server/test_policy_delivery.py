@@ -48,7 +48,7 @@ async def tailnet(server):
 
 
 async def test_policy_set_reaches_only_affected_nodes(tailnet):
-    server, (ca, sa, ida), (cb, sb, idb), (cs, ss, ids) = tailnet
+    server, (_ca, sa, ida), (_cb, sb, idb), (_cs, ss, ids) = tailnet
     marks = ss.mark(), sb.mark()
     await server.policy.set(json.dumps(ALICE_TO_SERVER))
     # The server node gets a filter that lets alice's address in on port 80.
@@ -88,7 +88,7 @@ async def test_rejected_policy_keeps_the_active_one(tailnet):
 
 
 async def test_tag_added_to_node_changes_what_others_see(tailnet):
-    server, (ca, sa, ida), (cb, sb, idb), (cs, ss, ids) = tailnet
+    server, (_ca, _sa, ida), (_cb, sb, _idb), (_cs, ss, ids) = tailnet
     mb0, ms0 = sb.mark(), ss.mark()
     await server.policy.set(json.dumps({
         "tagOwners": {"tag:server": ["alice@"], "tag:web": ["alice@"]},
@@ -123,7 +123,7 @@ async def test_file_mode_reload_and_broken_file(tmp_path, server):
 
 async def test_subnet_routes_follow_the_policy(tailnet):
     """A router's subnet reaches only the viewers the policy lets use it (AllowedIPs per viewer)."""
-    server, (ca, sa, ida), (cb, sb, idb), (cs, ss, ids) = tailnet
+    server, (_ca, sa, _ida), (_cb, sb, _idb), (cs, _ss, ids) = tailnet
     await cs.lite_update(Hostinfo={"Hostname": "srv", "RoutableIPs": ["10.9.0.0/16"]})
     await server.state.approve_routes(ids, ["10.9.0.0/16"])
     await server.policy.set(json.dumps({
