@@ -9,7 +9,7 @@ hostname later changes; a label that still looks auto-derived follows the hostna
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Container
 
 MAX_LABEL = 63
 MAX_NAME = 253
@@ -53,12 +53,11 @@ def valid_label(label: str) -> bool:
     return bool(_LABEL_RE.match(label))
 
 
-def unique_label(base: str, taken: Iterable[str]) -> str:
+def unique_label(base: str, taken: Container[str]) -> str:
     """``base`` or the first free ``base-N``."""
     base = base or FALLBACK_LABEL
-    busy = set(taken)
     candidate, n = base, 0
-    while candidate in busy:
+    while candidate in taken:
         n += 1
         candidate = f"{base}-{n}"
     return candidate

@@ -174,10 +174,10 @@ class Registrar:
             if old_key:
                 existing = st.node_by_key(old_key)
             if existing is None:
-                for n in st.nodes.values():
-                    if n.machine_key == machine_key and n.user_id == owner and (n.tags == tuple(sorted(key.tags)) or owner is not None):
-                        existing = n
-                        break
+                # headscale keys a node by (machine key, owner); tagged nodes by machine key and tags.
+                tags_wanted = tuple(sorted(set(key.tags)))
+                existing = next((n for n in st.nodes_of_machine(machine_key)
+                                 if (n.tags == tags_wanted if tags_wanted else n.user_id == owner)), None)
             tags = tuple(sorted(set(key.tags)))
             node_expiry = self._node_expiry(expiry, tagged=bool(tags))
             hostname = str(hostinfo.get("Hostname") or "node")
@@ -286,8 +286,7 @@ class Registrar:
             raise NotFound(f"no pending registration with id {auth_id!r} (expired or unknown)")
         now = st.now()
         async with st.lock:
-            existing = next((n for n in st.nodes.values()
-                             if n.machine_key == pending.machine_key and n.user_id == user.id), None)
+            existing = next((n for n in st.nodes_of_machine(pending.machine_key) if n.user_id == user.id), None)
             hostname = str(pending.hostinfo.get("Hostname") or "node")
             expiry = self._node_expiry(pending.expiry, tagged=False)
             if existing is not None:

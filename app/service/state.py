@@ -41,6 +41,8 @@ class State:
         self.users: dict[int, User] = {}
         self.nodes: dict[int, Node] = {}
         self.by_node_key: dict[str, int] = {}
+        self.by_machine: dict[str, set[int]] = {}          # machine key -> node ids (one per owner)
+        self.by_name: dict[str, int] = {}                   # given name -> node id
         self.online: set[int] = set()
         self.ephemeral_keys: set[int] = set()      # ids of ephemeral pre-auth keys
         self.policy_source: str | None = None
@@ -87,16 +89,18 @@ class State:
 
     def _put(self, node: Node) -> None:
         old = self.nodes.get(node.id)
-        if old is not None and old.node_key != node.node_key:
-            self.by_node_key.pop(old.node_key, None)
+        if old is not None:
+            self._unindex(old)
         self.nodes[node.id] = node
         self.by_node_key[node.node_key] = node.id
+        self.by_machine.setdefault(node.machine_key, set()).add(node.id)
+        self.by_name[node.given_name] = node.id
         self.served[node.id] = served_routes(node, self.policy.auto_approved_routes(node))
 
     def _drop(self, node_id: int) -> Node | None:
         node = self.nodes.pop(node_id, None)
         if node is not None:
-            self.by_node_key.pop(node.node_key, None)
+            self._unindex(node)
             self.served.pop(node_id, None)
             self.online.discard(node_id)
             for alloc, addr in ((self.v4, node.ipv4), (self.v6, node.ipv6)):
@@ -105,6 +109,20 @@ class State:
             for hook in self.removed_hooks:
                 hook(node)
         return node
+
+    def _unindex(self, node: Node) -> None:
+        if self.by_node_key.get(node.node_key) == node.id:
+            del self.by_node_key[node.node_key]
+        ids = self.by_machine.get(node.machine_key)
+        if ids is not None:
+            ids.discard(node.id)
+            if not ids:
+                del self.by_machine[node.machine_key]
+        if self.by_name.get(node.given_name) == node.id:
+            del self.by_name[node.given_name]
+
+    def nodes_of_machine(self, machine_key: str) -> list[Node]:
+        return [self.nodes[i] for i in sorted(self.by_machine.get(machine_key, ()))]
 
     def _recompute_routes(self) -> set[int]:
         """Re-elect primary routers; returns the nodes whose offered routes changed."""
@@ -256,7 +274,7 @@ class State:
             raise Invalid(f"{new_name!r} is not a valid DNS label (a-z, 0-9, '-', at most 63)")
         async with self.lock:
             node = self.get_node(node_id)
-            if any(n.given_name == new_name and n.id != node_id for n in self.nodes.values()):
+            if self.by_name.get(new_name, node_id) != node_id:
                 raise Conflict(f"name {new_name!r} is already in use")
             node = dataclasses.replace(node, given_name=new_name)
             return await self._save(node, Change(peers_changed={node_id}, self_changed={node_id}))
@@ -350,8 +368,7 @@ class State:
             self.v6.release(v6)
 
     def unique_given_name(self, hostname: str, node_id: int | None = None) -> str:
-        taken = (n.given_name for n in self.nodes.values() if n.id != node_id)
-        return names.unique_label(names.sanitize_hostname(hostname), taken)
+        return names.unique_label(names.sanitize_hostname(hostname), _NamesTakenBy(self.by_name, node_id))
 
     async def insert_node(self, node: Node) -> Node:
         """Persist a new node (caller holds the lock) and announce it."""
@@ -453,7 +470,8 @@ class State:
             node = self.nodes[node_id]
             self.nodes[node_id] = dataclasses.replace(node, last_seen=self.now())
         change = Change(online={node_id: online})
-        moved = self._recompute_routes()
+        # Only routers can move a primary route; everyone else skips the election.
+        moved = self._recompute_routes() if self.served.get(node_id) or node_id in self.primaries.values() else set()
         change.peers_changed |= moved
         change.self_changed |= moved
         self._emit(change)
@@ -496,3 +514,15 @@ class State:
         if derp_map != self.derp_map:
             self.derp_map = derp_map
             self._emit(Change(derp_map=True))
+
+
+class _NamesTakenBy:
+    """``name in taken``: held by a node other than ``node_id`` (no copy of the name index)."""
+
+    def __init__(self, by_name: dict[str, int], node_id: int | None) -> None:
+        self.by_name = by_name
+        self.node_id = node_id
+
+    def __contains__(self, name: object) -> bool:
+        holder = self.by_name.get(name)  # type: ignore[arg-type]
+        return holder is not None and holder != self.node_id
