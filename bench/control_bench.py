@@ -390,14 +390,15 @@ class Worker:
         live = sum(1 for n in self.nodes.values() if n.task is not None and not n.task.done() and n.first_at)
         return {"streams": live, "messages": sum(n.messages for n in self.nodes.values()), "gc": self.gc.pauses}
 
-    async def cmd_arm(self, marker: str, mover: int) -> int:
+    async def cmd_arm(self, marker: str, mover: int, raw: bool = False) -> int:
+        """Watch every stream (but the mover's) for ``marker``, quoted unless ``raw``."""
         self.got = asyncio.Event()
         self.pending = 0
         for n in self.nodes.values():
             n.arrival, n.arrival_kind = None, ""
             n.watch = None
             if n.index != mover and n.task is not None and not n.task.done():
-                n.watch = f'"{marker}"'.encode()
+                n.watch = (marker if raw else f'"{marker}"').encode()
                 self.pending += 1
         if self.pending == 0:
             self.got.set()
@@ -588,6 +589,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         results["propagation"] = {"p50": percentile(all_lat, 50), "p99": percentile(all_lat, 99),
                                   "max": max(all_lat, default=float("nan")), "per_rep": per_rep,
                                   "kinds": kinds, "missing": missing, "receivers": max(0, args.nodes - 1)}
+        # 6. policy delivery: `policy set` to the last node's new packet filter
+        pol_lat: list[float] = []
+        pol_reps = []
+        pol_missing = 0
+        for rep in range(args.policy_changes):
+            port_no = 40000 + rep
+            await workers.call("arm", marker=f'"Ports":{{"First":{port_no},"Last":{port_no}}}', mover=-1, raw=True)
+            policy = {"acls": [{"action": "accept", "src": ["*"], "dst": [f"*:{port_no}"]}]}
+            t0 = time.monotonic()
+            status, body = await unix_request(sock, "PUT", "/api/v1/policy", {"policy": json.dumps(policy)})
+            answered = time.monotonic() - t0
+            assert status == 200, (status, body)
+            got = await asyncio.wait_for(workers.call("collect", timeout=min(10.0, left())), left() + 15)
+            rep_lat = [a - t0 for r in got for a in r["arrivals"]]
+            pol_missing += sum(r["missing"] for r in got)
+            pol_lat += rep_lat
+            pol_reps.append((len(rep_lat), percentile(rep_lat, 50), max(rep_lat, default=float("nan")), answered))
+            await asyncio.sleep(args.change_gap)
+        results["policy"] = {"p50": percentile(pol_lat, 50), "p99": percentile(pol_lat, 99),
+                             "max": max(pol_lat, default=float("nan")), "per_rep": pol_reps,
+                             "missing": pol_missing}
+        phase("policy")
+
         counts = await workers.call("count")
         results["connected_end"] = sum(c["streams"] for c in counts)
         results["gc_workers"] = [p for c in counts for p in c["gc"]]
@@ -670,6 +694,12 @@ def report(r: dict[str, Any]) -> None:
     for i, (n, first, p50, mx, acked) in enumerate(pr["per_rep"]):
         print(f"  change {i + 1}: {n} receivers, first {ms(first)}, p50 {ms(p50)}, last {ms(mx)} "
               f"(lite update answered in {ms(acked)})")
+    po = r.get("policy")
+    if po and po["per_rep"]:
+        print(f"policy set -> new filter at every node ({len(po['per_rep'])} policies x {r['nodes']} nodes): "
+              f"p50 {ms(po['p50'])}, p99 {ms(po['p99'])}, last {ms(po['max'])}; missing {po['missing']}")
+        for i, (n, p50, mx, answered) in enumerate(po["per_rep"]):
+            print(f"  policy {i + 1}: {n} nodes, p50 {ms(p50)}, last {ms(mx)} (PUT answered in {ms(answered)})")
     prev = None
     print("server (and load generator CPU):")
     for name, rss, cpu, t, gen in r["server"]:
@@ -725,6 +755,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds to hold all sessions idle")
     parser.add_argument("--changes", type=int, default=5, help="endpoint changes to propagate")
     parser.add_argument("--change-gap", type=float, default=0.5)
+    parser.add_argument("--policy-changes", type=int, default=3, help="policies set, timed to the last node's delta")
     parser.add_argument("--workers", type=int, default=1, help="load generator processes")
     parser.add_argument("--register-concurrency", type=int, default=16)
     parser.add_argument("--stream-concurrency", type=int, default=64)
