@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from app.service.sessions import MapSession
 from tests.server.conftest import Stream, new_client, user_and_key
@@ -86,7 +86,7 @@ async def test_ephemeral_nodes_collected_after_inactivity(server):
     c = await new_client(server)
     await c.register(key, hostinfo={"Hostname": "e"})
     (nid,) = server.state.nodes
-    clock = [datetime.now(timezone.utc)]
+    clock = [datetime.now(UTC)]
     server.state.now = lambda: clock[0]
     server.state.set_online(nid, True)
     assert await server.state.collect_ephemeral(120) == []          # online: kept
@@ -127,7 +127,7 @@ async def test_expired_node_is_told_and_peers_see_it(server):
     mark = sa.mark()
     await server.state.expire_node(idb)
     m = await sa.wait(lambda m: any(p["ID"] == idb for p in m.get("PeersChanged", [])), after=mark)
-    peer = [p for p in m["PeersChanged"] if p["ID"] == idb][0]
+    peer = next(p for p in m["PeersChanged"] if p["ID"] == idb)
     assert peer["Expired"] is True and peer["KeyExpiry"] != "0001-01-01T00:00:00Z"
     resp = await b.register(None)
     assert resp["NodeKeyExpired"] is True
