@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,14 +15,14 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from app.core import keys
 from app.core.map.wire import FrameReader
 from app.core.noise import Initiator, NoiseTransport, reply_size, split_early_payload
-
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives import serialization
 
 
 def public_of(private: bytes) -> bytes:
@@ -252,11 +253,10 @@ class ControlClient:
     def cancel_stream(self, sid: int) -> None:
         if self.conn is None or self.closed.is_set():
             return
-        try:
+        # The stream may already be closed by the server, or the connection gone.
+        with contextlib.suppress(h2.exceptions.H2Error, OSError, RuntimeError):
             self.conn.reset_stream(sid)
             self._flush()
-        except Exception:
-            pass
         self.streams.pop(sid, None)
 
     async def close(self) -> None:

@@ -42,3 +42,41 @@ def parse_go_time(text: str | None) -> datetime | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC)
+
+
+class RequestError(ValueError):
+    """A control request the server refuses (HTTP 400); the message is safe to send back."""
+
+
+def parse_map_request(body: object) -> dict:
+    """Check a MapRequest's types (PROTOCOL.md 3.2) and normalise its keys.
+
+    Go's decoder rejects a whole message on one wrong type, so the server does too. Absent
+    fields mean zero (clients >= 1.92 omit zero values).
+    """
+    from app.core import keys
+
+    if not isinstance(body, dict):
+        raise RequestError("invalid JSON body")
+    version = body.get("Version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < MIN_SUPPORTED_CAPVER:
+        raise RequestError("unsupported client version")
+    out = dict(body)
+    try:
+        out["NodeKey"] = keys.normalise(str(body.get("NodeKey") or ""), keys.NODE_PUBLIC)
+    except keys.KeyError_:
+        raise RequestError("invalid node key") from None
+    if body.get("DiscoKey") is not None:
+        try:
+            out["DiscoKey"] = keys.normalise(str(body["DiscoKey"]), keys.DISCO_PUBLIC)
+        except keys.KeyError_:
+            raise RequestError("invalid DiscoKey") from None
+    endpoints = body.get("Endpoints")
+    if endpoints is not None and not (isinstance(endpoints, list) and all(isinstance(e, str) for e in endpoints)):
+        raise RequestError("invalid Endpoints")
+    if body.get("Hostinfo") is not None and not isinstance(body["Hostinfo"], dict):
+        raise RequestError("invalid Hostinfo")
+    for flag in ("Stream", "OmitPeers", "KeepAlive"):
+        if not isinstance(body.get(flag, False), bool):
+            raise RequestError(f"invalid {flag}")
+    return out

@@ -233,19 +233,12 @@ def api_blueprint() -> Blueprint:
         return ok({"apiKey": full})
 
     async def _api_key_by(b: dict[str, Any]) -> ApiKey:
-        keys = await svc().state.db.list_api_keys()
+        db = svc().state.db
         if b.get("id") not in (None, "", "0", 0):
-            kid = int_id(b.get("id"), "API key id")
-            match = [k for k in keys if k.id == kid]
-        elif b.get("prefix"):
-            p = str(b["prefix"])
-            p = p.removeprefix("hskey-api-").removesuffix("-***")
-            match = [k for k in keys if k.prefix == p]
-        else:
-            raise ApiError(400, "give either an id or a prefix")
-        if not match:
-            raise NotFound("API key not found")
-        return match[0]
+            return await db.get_api_key(int_id(b.get("id"), "API key id"))
+        if b.get("prefix"):
+            return await db.get_api_key_by_prefix(str(b["prefix"]))   # plain or hskey-api-<prefix>-***
+        raise ApiError(400, "give either an id or a prefix")
 
     @bp.post("/apikey/expire")
     async def expire_apikey():

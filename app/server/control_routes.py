@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
 
-from app.core import keys
+import h2.exceptions
+
 from app.core.map.wire import frame
-from app.core.tailcfg import MIN_SUPPORTED_CAPVER
-from app.service.errors import NotFound
-from app.service.registration import Registrar
-from app.service.sessions import Batcher, MapSession, Mapper
-from app.service.state import State
+from app.core.tailcfg import RequestError, parse_map_request
 from app.server import metrics
 from app.server.h2server import Request, Response, StreamClosed
+from app.service.errors import NotFound
+from app.service.registration import Registrar
+from app.service.sessions import Batcher, Mapper, MapSession
+from app.service.state import State
 
 log = logging.getLogger("headscale.control")
 
@@ -61,29 +63,12 @@ class ControlRoutes:
 
     async def map(self, machine_key: str, req: Request, resp: Response) -> None:
         st = self.state
-        body = _json(req)
-        if body is None:
-            return await resp.simple(400, b"invalid JSON body", "text/plain")
-        version = body.get("Version")
-        if not isinstance(version, int) or isinstance(version, bool) or version < MIN_SUPPORTED_CAPVER:
-            return await resp.simple(400, b"unsupported client version", "text/plain")
         try:
-            node_key = keys.normalise(str(body.get("NodeKey") or ""), keys.NODE_PUBLIC)
-        except keys.KeyError_:
-            return await resp.simple(400, b"invalid node key", "text/plain")
-        for name, prefix in (("DiscoKey", keys.DISCO_PUBLIC),):
-            if body.get(name) is not None:
-                try:
-                    body[name] = keys.normalise(str(body[name]), prefix)
-                except keys.KeyError_:
-                    return await resp.simple(400, f"invalid {name}".encode(), "text/plain")
-        if body.get("Endpoints") is not None and not (
-            isinstance(body["Endpoints"], list) and all(isinstance(e, str) for e in body["Endpoints"])
-        ):
-            return await resp.simple(400, b"invalid Endpoints", "text/plain")
-        if body.get("Hostinfo") is not None and not isinstance(body["Hostinfo"], dict):
-            return await resp.simple(400, b"invalid Hostinfo", "text/plain")
-        node = st.node_by_key(node_key)
+            body = parse_map_request(_json(req))
+        except RequestError as exc:
+            return await resp.simple(400, str(exc).encode(), "text/plain")
+        version = body["Version"]
+        node = st.node_by_key(body["NodeKey"])
         if node is None or node.machine_key != machine_key:
             return await resp.simple(404, b"node not found", "text/plain")
         try:
@@ -158,10 +143,9 @@ class ControlRoutes:
                 st.set_online(node_id, False)
                 await st.persist_last_seen(node_id)
             if not resp.ended and node_id not in st.nodes:
-                try:
+                # The node was deleted: end its stream cleanly (the client may already be gone).
+                with contextlib.suppress(StreamClosed, OSError, h2.exceptions.H2Error):
                     await resp.send(b"", end=True)
-                except Exception:
-                    pass
 
 
 def _json(req: Request) -> dict[str, Any] | None:

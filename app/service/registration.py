@@ -190,18 +190,12 @@ class Registrar:
                 change = Change(peers_changed={existing.id}, self_changed={existing.id})
                 node = await st.replace_node(updated, change, policy=True)
             else:
-                v4, v6 = st.allocate_addresses()
-                try:
-                    node = await st.insert_node(Node(
-                        id=0, machine_key=machine_key, node_key=node_key, hostname=hostname,
-                        given_name=st.unique_given_name(hostname), user_id=None if tags else owner,
-                        ipv4=v4, ipv6=v6, hostinfo=hostinfo or None, register_method=RegisterMethod.AUTH_KEY,
-                        tags=tags, auth_key_id=key.id, expiry=node_expiry, created_at=now,
-                        updated_at=now, ephemeral=key.ephemeral,
-                    ))
-                except Exception:
-                    st.release_addresses(v4, v6)
-                    raise
+                node = await st.create_node(Node(
+                    id=0, machine_key=machine_key, node_key=node_key, hostname=hostname,
+                    user_id=None if tags else owner, hostinfo=hostinfo or None,
+                    register_method=RegisterMethod.AUTH_KEY, tags=tags, auth_key_id=key.id,
+                    expiry=node_expiry, ephemeral=key.ephemeral,
+                ))
             if not key.reusable:
                 await st.db.use_pre_auth_key(key.id)
             elif not key.used:
@@ -284,7 +278,6 @@ class Registrar:
         pending = self.pending.get(auth_id)
         if pending is None:
             raise NotFound(f"no pending registration with id {auth_id!r} (expired or unknown)")
-        now = st.now()
         async with st.lock:
             existing = next((n for n in st.nodes_of_machine(pending.machine_key) if n.user_id == user.id), None)
             hostname = str(pending.hostinfo.get("Hostname") or "node")
@@ -297,17 +290,11 @@ class Registrar:
                     Change(peers_changed={existing.id}, self_changed={existing.id}),
                 )
             else:
-                v4, v6 = st.allocate_addresses()
-                try:
-                    node = await st.insert_node(Node(
-                        id=0, machine_key=pending.machine_key, node_key=pending.node_key, hostname=hostname,
-                        given_name=st.unique_given_name(hostname), user_id=user.id, ipv4=v4, ipv6=v6,
-                        hostinfo=pending.hostinfo or None, register_method=RegisterMethod.CLI,
-                        expiry=expiry, created_at=now, updated_at=now,
-                    ))
-                except Exception:
-                    st.release_addresses(v4, v6)
-                    raise
+                node = await st.create_node(Node(
+                    id=0, machine_key=pending.machine_key, node_key=pending.node_key, hostname=hostname,
+                    user_id=user.id, hostinfo=pending.hostinfo or None, register_method=RegisterMethod.CLI,
+                    expiry=expiry,
+                ))
         pending.node_id = node.id
         pending.done.set()
         return node

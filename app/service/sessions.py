@@ -99,7 +99,7 @@ class Mapper:
         entries[routes] = (node, online, blob)
         return blob
 
-    def viewer_blob(self, session: "MapSession", node: Node) -> bytes:
+    def viewer_blob(self, session: MapSession, node: Node) -> bytes:
         routes = self.routes_for(session.node_id, node.id)
         if routes:
             session.sent_routes[node.id] = routes

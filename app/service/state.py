@@ -370,6 +370,17 @@ class State:
     def unique_given_name(self, hostname: str, node_id: int | None = None) -> str:
         return names.unique_label(names.sanitize_hostname(hostname), _NamesTakenBy(self.by_name, node_id))
 
+    async def create_node(self, node: Node) -> Node:
+        """A new node with fresh addresses and a unique name (caller holds the lock)."""
+        v4, v6 = self.allocate_addresses()
+        try:
+            return await self.insert_node(dataclasses.replace(
+                node, ipv4=v4, ipv6=v6, given_name=self.unique_given_name(node.hostname),
+                created_at=self.now(), updated_at=self.now()))
+        except BaseException:
+            self.release_addresses(v4, v6)
+            raise
+
     async def insert_node(self, node: Node) -> Node:
         """Persist a new node (caller holds the lock) and announce it."""
         node = await self.db.insert_node(node)
