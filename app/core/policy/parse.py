@@ -340,14 +340,7 @@ class _Reader:
             elif action != "accept":
                 self.add(f"{path}.action", f"action={q(action)} is not supported (only \"accept\"; "
                                            "anything not accepted is denied)")
-            proto = ""
-            if "proto" in f:
-                raw = f["proto"]
-                raw = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
-                try:
-                    proto = parse_protocol(self.string(raw, f"{path}.proto"))
-                except PortError as exc:
-                    self.add(f"{path}.proto", str(exc))
+            proto = self.proto(f, path)
             src = self.aliases(f.get("src", []), f"{path}.src")
             dst = []
             for i, text in enumerate(self.strings(f.get("dst", []), f"{path}.dst")):
@@ -491,20 +484,25 @@ class _Reader:
         exit_node = self.owner_like(f.get("exitNode", []), "autoApprovers.exitNode", "auto approver")
         return AutoApprovers(tuple(routes), exit_node)
 
+    def proto(self, f: dict[str, Any], path: str) -> str:
+        """The ``proto`` field of an ACL or test: a name or number (a JSON number is accepted)."""
+        if "proto" not in f:
+            return ""
+        raw = f["proto"]
+        raw = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
+        try:
+            return parse_protocol(self.string(raw, f"{path}.proto"))
+        except PortError as exc:
+            self.add(f"{path}.proto", str(exc))
+            return ""
+
     def tests(self, value: Any) -> tuple[PolicyTest, ...]:
         out = []
         for path, item in self.objects(value, "tests"):
             f = self.fields(item, path, ("src", "proto", "accept", "deny"))
             if f is None:
                 continue
-            proto = ""
-            if "proto" in f:
-                raw = f["proto"]
-                raw = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
-                try:
-                    proto = parse_protocol(self.string(raw, f"{path}.proto"))
-                except PortError as exc:
-                    self.add(f"{path}.proto", str(exc))
+            proto = self.proto(f, path)
             out.append(PolicyTest(
                 src=self.string(f.get("src", ""), f"{path}.src"),
                 proto=proto,
