@@ -338,10 +338,16 @@ def api_blueprint() -> Blueprint:
                             "registerMethod": "REGISTER_METHOD_CLI"}})
 
     @bp.post("/auth/approve")
-    @bp.post("/auth/reject")
-    async def auth_decide():
+    async def auth_approve():
         b = await body_json()
-        raise NotFound(f"no pending SSH check request with id {b.get('authId')!r}")
+        svc().ssh_checks.decide(str(b.get("authId") or ""), approve=True)
+        return ok({})
+
+    @bp.post("/auth/reject")
+    async def auth_reject():
+        b = await body_json()
+        svc().ssh_checks.decide(str(b.get("authId") or ""), approve=False)
+        return ok({})
 
     async def _register(user_ref: Any, auth_id: Any):
         st = svc().state

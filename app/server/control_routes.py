@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 from typing import Any
+from urllib.parse import parse_qsl
 
 import h2.exceptions
 
@@ -17,6 +18,7 @@ from app.server.h2server import Request, Response, StreamClosed
 from app.service.errors import NotFound
 from app.service.registration import Registrar
 from app.service.sessions import Batcher, Mapper, MapSession
+from app.service.sshcheck import SSHChecks
 from app.service.state import State
 
 log = logging.getLogger("headscale.control")
@@ -33,8 +35,9 @@ NOT_IMPLEMENTED = {
 
 class ControlRoutes:
     def __init__(self, state: State, registrar: Registrar, mapper: Mapper, batcher: Batcher,
-                 keepalive: tuple[float, float] = (50.0, 59.0)) -> None:
+                 keepalive: tuple[float, float] = (50.0, 59.0), ssh_checks: SSHChecks | None = None) -> None:
         self.state = state
+        self.ssh_checks = ssh_checks
         self.registrar = registrar
         self.mapper = mapper
         self.batcher = batcher
@@ -57,6 +60,8 @@ class ControlRoutes:
             return await resp.simple(200, json.dumps(out).encode(), JSON)
         if req.path == "/machine/map" and req.method == "POST":
             return await self.map(machine_key, req, resp)
+        if req.path.startswith("/machine/ssh/action/") and req.method == "GET" and self.ssh_checks is not None:
+            return await self.ssh_action(machine_key, req, resp)
         if req.path in NOT_IMPLEMENTED or req.path.startswith("/machine/"):
             return await resp.simple(501, b"not implemented", "text/plain")
         return await resp.simple(404, b"not found", "text/plain")
@@ -146,6 +151,23 @@ class ControlRoutes:
                 # The node was deleted: end its stream cleanly (the client may already be gone).
                 with contextlib.suppress(StreamClosed, OSError, h2.exceptions.H2Error):
                     await resp.send(b"", end=True)
+
+
+    async def ssh_action(self, machine_key: str, req: Request, resp: Response) -> None:
+        """GET /machine/ssh/action/<src>/to/<dst>?local_user=…[&auth_id=…], asked by the destination."""
+        path, _, query = req.path.partition("?")
+        parts = path.split("/")          # "", machine, ssh, action, src, to, dst
+        params = dict(parse_qsl(query))
+        if len(parts) != 7 or parts[5] != "to" or not parts[4].isdigit() or not parts[6].isdigit():
+            return await resp.simple(400, b"malformed SSH action path", "text/plain")
+        src, dst = int(parts[4]), int(parts[6])
+        dst_node = self.state.nodes.get(dst)
+        if dst_node is None or src not in self.state.nodes:
+            return await resp.simple(404, b"node not found", "text/plain")
+        if dst_node.machine_key != machine_key:   # only the destination may ask about its sessions
+            return await resp.simple(403, b"not the destination node", "text/plain")
+        action = await self.ssh_checks.action(src, dst, params.get("local_user", ""), params.get("auth_id", ""))
+        return await resp.simple(200, json.dumps(action).encode(), JSON)
 
 
 def _json(req: Request) -> dict[str, Any] | None:

@@ -29,6 +29,7 @@ from app.server.ts2021 import TS2021
 from app.service.policy import PolicyService
 from app.service.registration import Registrar
 from app.service.sessions import Batcher, Mapper
+from app.service.sshcheck import SSHChecks
 from app.service.state import State
 
 log = logging.getLogger("headscale")
@@ -43,6 +44,7 @@ class Services:
     batcher: Batcher
     policy: PolicyService
     ts2021: TS2021
+    ssh_checks: Any = None
     derp: Any = None
     derp_blueprint: Any = None
     stun: Any = None
@@ -142,9 +144,10 @@ async def build(cfg: Any) -> Services:
     mapper = Mapper(state)
     batcher = Batcher(state, mapper, float(cfg.tuning.batch_change_delay), on_sent=lambda kind: None)
     registrar = Registrar(state)
-    routes = ControlRoutes(state, registrar, mapper, batcher)
+    ssh_checks = SSHChecks(cfg.server_url, lambda src, dst: state.policy.ssh_check_period(src, dst))
+    routes = ControlRoutes(state, registrar, mapper, batcher, ssh_checks=ssh_checks)
     ts = TS2021(noise_private, routes.for_machine)
-    services = Services(cfg, state, registrar, mapper, batcher, policy, ts)
+    services = Services(cfg, state, registrar, mapper, batcher, policy, ts, ssh_checks=ssh_checks)
     if cfg.derp.server.enabled:
         _setup_derp(services)
     return services

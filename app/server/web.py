@@ -80,6 +80,19 @@ def create_app(services) -> Quart:
         )
         return Response(page, content_type="text/html; charset=utf-8")
 
+    @app.get("/auth/<auth_id>")
+    async def ssh_check_page(auth_id: str):
+        if not auth_id.startswith("hskey-authreq-") or len(auth_id) != 38 or not auth_id[14:].isalnum():
+            return Response("invalid request id", status=400, content_type="text/plain")
+        page = (
+            "<!DOCTYPE html><html><head><title>SSH check</title></head><body>"
+            "<h1>Tailscale SSH check</h1><p>An administrator approves this SSH session on the server:</p>"
+            f"<pre>headscale auth approve --auth-id {escape(auth_id)}</pre>"
+            f"<p>or refuses it with <code>headscale auth reject --auth-id {escape(auth_id)}</code>.</p>"
+            "</body></html>"
+        )
+        return Response(page, content_type="text/html; charset=utf-8")
+
     app.register_blueprint(api_blueprint())
     if services.derp_blueprint is not None:
         app.register_blueprint(services.derp_blueprint)

@@ -21,9 +21,13 @@ class PolicyView(Protocol):
     def auto_approved_routes(self, node: Node) -> set[str]: ...
     def node_can_have_tag(self, node: Node, tag: str) -> bool: ...
     def routes_for(self, viewer_id: int, peer_id: int, offered: list[str]) -> list[str]: ...
+    def ssh_check_period(self, src_id: int, dst_id: int) -> float | None: ...
 
 
 class AllowAll:
+    def ssh_check_period(self, src_id: int, dst_id: int) -> None:
+        return None
+
     def routes_for(self, viewer_id: int, peer_id: int, offered: list[str]) -> list[str]:
         return offered
 
@@ -88,6 +92,12 @@ class CompiledView:
             return self.compiled.node_can_have_tag(node, tag)
         except KeyError:
             return False
+
+    def ssh_check_period(self, src_id: int, dst_id: int) -> float | None:
+        try:
+            return self.compiled.ssh_check_period(src_id, dst_id)
+        except KeyError:
+            return None
 
     def routes_for(self, viewer_id: int, peer_id: int, offered: list[str]) -> list[str]:
         """The subset of a peer's offered routes the viewer may use under the policy."""

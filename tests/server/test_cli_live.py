@@ -189,3 +189,56 @@ async def test_debug_create_node_backfill_and_register(live):
     code, out, err = await cli("nodes", "backfillips", "--force")
     assert code == 0 and "assigned ipv6" in out + err
     assert len((await js("nodes", "list"))[0]["ipAddresses"]) == 2
+
+
+async def test_ssh_check_mode_approved_and_rejected_with_the_cli(live):
+    services, cli, js, tmp = live
+    await js("users", "create", "alice")
+    pol = tmp / "ssh.json"
+    pol.write_text(json.dumps({"ssh": [{"action": "check", "src": ["alice@"], "dst": ["alice@"],
+                                        "users": ["root"], "checkPeriod": "1h"}]}))
+    await cli("policy", "set", "-f", str(pol))
+    key = (await js("preauthkeys", "create", "-u", "1", "--reusable"))["key"]
+    src, dst = await new_client(services), await new_client(services)
+    await src.register(key, hostinfo={"Hostname": "laptop"})
+    await dst.register(key, hostinfo={"Hostname": "server"})
+    ids = {n["givenName"]: n["id"] for n in await js("nodes", "list")}
+    path = f"/machine/ssh/action/{ids['laptop']}/to/{ids['server']}?local_user=root"
+
+    # The destination's SSH policy points at us; the first ask is delegated to an admin.
+    stream = Stream(dst)
+    first = await stream.wait(lambda m: "SSHPolicy" in m)
+    rule = first["SSHPolicy"]["rules"][0]
+    assert rule["action"]["holdAndDelegate"].endswith("/machine/ssh/action/$SRC_NODE_ID/to/$DST_NODE_ID"
+                                                      "?local_user=$LOCAL_USER")
+    status, body = await dst.request("GET", path)
+    action = json.loads(body)
+    assert status == 200 and "/auth/hskey-authreq-" in action["message"]
+    follow = action["holdAndDelegate"].split("127.0.0.1:8080", 1)[1]
+    auth_id = follow.rsplit("auth_id=", 1)[1]
+    waiting = asyncio.create_task(dst.request("GET", follow))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()                                   # held until an admin decides
+    await cli("auth", "approve", "--auth-id", auth_id)
+    status, body = await asyncio.wait_for(waiting, 10)
+    assert json.loads(body)["accept"] is True
+    # Within checkPeriod the pair is let in at once.
+    assert json.loads((await dst.request("GET", path))[1]) == {
+        "accept": True, "allowAgentForwarding": True, "allowLocalPortForwarding": True,
+        "allowRemotePortForwarding": True}
+
+    # The other direction is refused by the admin.
+    back = f"/machine/ssh/action/{ids['server']}/to/{ids['laptop']}?local_user=root"
+    follow = json.loads((await src.request("GET", back))[1])["holdAndDelegate"].split("127.0.0.1:8080", 1)[1]
+    waiting = asyncio.create_task(src.request("GET", follow))
+    await asyncio.sleep(0.1)
+    await cli("auth", "reject", "--auth-id", follow.rsplit("auth_id=", 1)[1])
+    assert json.loads((await asyncio.wait_for(waiting, 10))[1])["reject"] is True
+
+    # Only the destination may ask, unknown check ids start over, unknown ids cannot be approved.
+    assert (await src.request("GET", path))[0] == 403
+    again = json.loads((await dst.request("GET", path.replace("root", "x") + "&auth_id=hskey-authreq-" + "0" * 24))[1])
+    assert "holdAndDelegate" in again and "accept" not in again      # a lost check is re-delegated
+    code, out, err = await cli("auth", "approve", "--auth-id", "hskey-authreq-" + "f" * 24, ok=False)
+    assert code == 1 and "no pending SSH check" in out + err
+    await stream.close()
