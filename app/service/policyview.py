@@ -6,6 +6,7 @@ filter). ``compile_view`` wraps app.core.policy once a policy source is set.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Protocol
 
 from app.core.map.builder import ALLOW_ALL_FILTER
@@ -120,7 +121,14 @@ def compile_view(source: str | None, users: list[User], nodes: list[Node], serve
     """
     if source is None:
         return AllowAll()
-    from app.core.policy import compile_policy, parse_policy
+    from app.core.policy import compile_policy
 
-    policy = parse_policy(source)
-    return CompiledView(compile_policy(policy, users, nodes, server_url=server_url, run_tests=run_tests))
+    return CompiledView(compile_policy(_parsed(source), users, nodes, server_url=server_url, run_tests=run_tests))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(source: str) -> Any:
+    """Parsed policies are immutable: recompiling after a node or user change reuses the parse."""
+    from app.core.policy import parse_policy
+
+    return parse_policy(source)
