@@ -114,7 +114,7 @@ class Edge:
                 writer.close()
                 return
             if len(raw) > MAX_HEAD:
-                await _reply(writer, 431, "request head too large")
+                await reply(writer, 431, "request head too large")
                 return
             try:
                 head = parse_head(raw)
@@ -174,7 +174,7 @@ class _Trusted:
         await self.app(scope, receive, send)
 
 
-async def _reply(writer: asyncio.StreamWriter, status: int, text: str) -> None:
+async def reply(writer: asyncio.StreamWriter, status: int, text: str) -> None:
     reasons = {400: "Bad Request", 426: "Upgrade Required", 431: "Request Header Fields Too Large"}
     body = text.encode()
     writer.write(
@@ -187,5 +187,3 @@ async def _reply(writer: asyncio.StreamWriter, status: int, text: str) -> None:
         pass
     writer.close()
 
-
-reply = _reply

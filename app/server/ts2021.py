@@ -15,7 +15,6 @@ import asyncio
 import base64
 import binascii
 import logging
-import os
 
 import h2.exceptions
 
@@ -100,7 +99,3 @@ class TS2021:
 
 class RoutesFactory:  # pragma: no cover - typing aid
     def __call__(self, machine_key: str, version: int) -> Handler: ...
-
-
-def random_bytes(n: int) -> bytes:
-    return os.urandom(n)

@@ -10,6 +10,7 @@ from html import escape
 from quart import Quart, Response, request
 
 from app import __version__
+from app.core.authid import is_auth_id
 from app.server import metrics
 from app.server.api_v1 import api_blueprint
 
@@ -71,7 +72,7 @@ def create_app(services) -> Quart:
 
     @app.get("/register/<auth_id>")
     async def register_page(auth_id: str):
-        if not auth_id.startswith("hskey-authreq-") or len(auth_id) != 38 or not auth_id[14:].isalnum():
+        if not is_auth_id(auth_id):
             return Response("invalid registration id", status=400, content_type="text/plain")
         page = (
             "<!DOCTYPE html><html><head><title>Registration</title></head><body>"
@@ -82,7 +83,7 @@ def create_app(services) -> Quart:
 
     @app.get("/auth/<auth_id>")
     async def ssh_check_page(auth_id: str):
-        if not auth_id.startswith("hskey-authreq-") or len(auth_id) != 38 or not auth_id[14:].isalnum():
+        if not is_auth_id(auth_id):
             return Response("invalid request id", status=400, content_type="text/plain")
         page = (
             "<!DOCTYPE html><html><head><title>SSH check</title></head><body>"

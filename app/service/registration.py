@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from app.core import keys
+from app.core.authid import PREFIX, is_auth_id, new_auth_id
 from app.core.map.builder import user_profile
-from app.core.model import TAGGED_DEVICES_USER_ID, Node, RegisterMethod, User
+from app.core.model import Node, RegisterMethod, User
 from app.core.tailcfg import go_time, parse_go_time
 from app.service.changes import Change
 from app.service.state import State
@@ -24,7 +24,6 @@ from app.store.errors import StoreError
 
 log = logging.getLogger("headscale.register")
 
-AUTH_ID_PREFIX = "hskey-authreq-"
 PENDING_TTL = 15 * 60
 
 
@@ -232,7 +231,7 @@ class Registrar:
     def _start_interactive(self, machine_key: str, node_key: str, hostinfo: dict[str, Any],
                            expiry: datetime | None) -> dict[str, Any]:
         self._gc_pending()
-        auth_id = AUTH_ID_PREFIX + secrets.token_hex(12)
+        auth_id = new_auth_id()
         self.pending[auth_id] = Pending(auth_id, machine_key, node_key, hostinfo, expiry,
                                         asyncio.get_running_loop().time())
         url = self.state.cfg.server_url.rstrip("/") + "/register/" + auth_id
@@ -259,10 +258,10 @@ class Registrar:
 
     def add_debug_pending(self, auth_id: str, name: str, routes: list[str]) -> Pending:
         """`headscale debug create-node`: a pending registration of a made-up machine."""
-        if not auth_id.startswith(AUTH_ID_PREFIX) or len(auth_id) != len(AUTH_ID_PREFIX) + 24:
+        if not is_auth_id(auth_id):
             from app.service.errors import Invalid
 
-            raise Invalid(f"invalid registration id {auth_id!r}: expected {AUTH_ID_PREFIX}<24 hex>")
+            raise Invalid(f"invalid registration id {auth_id!r}: expected {PREFIX}<24 hex>")
         pending = Pending(auth_id, keys.format_key(keys.new_private(), keys.MACHINE_PUBLIC),
                           keys.format_key(keys.new_private(), keys.NODE_PUBLIC),
                           {"Hostname": name, "RoutableIPs": list(routes)}, None,
@@ -298,11 +297,3 @@ class Registrar:
         pending.node_id = node.id
         pending.done.set()
         return node
-
-
-def tagged_owner_id(node: Node) -> int:
-    return TAGGED_DEVICES_USER_ID if node.is_tagged else (node.user_id or 0)
-
-
-def utc(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)

@@ -203,9 +203,10 @@ class Mapper:
         online = {str(p): v for p, v in change.online.items() if p in visible and p not in changed}
         if online:
             out["OnlineChange"] = online
-        if nid in change.self_changed or (change.policy and st.policy.cap_map(nid) != session.sent_capmap):
+        caps = st.policy.cap_map(nid) if change.policy else session.sent_capmap
+        if nid in change.self_changed or caps != session.sent_capmap:
             out["Node"] = self.self_node(node, session.capver)
-            session.sent_capmap = st.policy.cap_map(nid)
+            session.sent_capmap = caps
         if change.policy:
             rules = st.policy.filter_rules(nid)
             if rules != session.sent_filter:

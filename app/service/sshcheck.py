@@ -10,15 +10,14 @@ URL naming a check request, and the node long-polls it while an admin runs
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from app.core.authid import new_auth_id
 from app.service.errors import NotFound
 
-AUTH_PREFIX = "hskey-authreq-"
 POLL_SECONDS = 25.0            # one long-poll; the node asks again with the same URL
 PENDING_TTL = 15 * 60
 
@@ -52,7 +51,7 @@ class SSHChecks:
 
     def _delegate(self, src: int, dst: int, local_user: str) -> dict[str, Any]:
         self._gc()
-        req = CheckRequest(AUTH_PREFIX + secrets.token_hex(12), src, dst, self.clock())
+        req = CheckRequest(new_auth_id(), src, dst, self.clock())
         self.pending[req.auth_id] = req
         return {
             "holdAndDelegate": self._url(src, dst, local_user, req.auth_id),

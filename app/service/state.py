@@ -262,13 +262,6 @@ class State:
 
     # ---- nodes: admin mutations ------------------------------------------------------------
 
-    async def _save(self, node: Node, change: Change) -> Node:
-        node = dataclasses.replace(node, updated_at=self.now())
-        await self.db.update_node(node)
-        self._put(node)
-        self._emit(change)
-        return node
-
     async def rename_node(self, node_id: int, new_name: str) -> Node:
         if not names.valid_label(new_name):
             raise Invalid(f"{new_name!r} is not a valid DNS label (a-z, 0-9, '-', at most 63)")
@@ -277,14 +270,14 @@ class State:
             if self.by_name.get(new_name, node_id) != node_id:
                 raise Conflict(f"name {new_name!r} is already in use")
             node = dataclasses.replace(node, given_name=new_name)
-            return await self._save(node, Change(peers_changed={node_id}, self_changed={node_id}))
+            return await self.replace_node(node, Change(peers_changed={node_id}, self_changed={node_id}))
 
     async def expire_node(self, node_id: int, expiry: datetime | None = None, disable: bool = False) -> Node:
         async with self.lock:
             node = self.get_node(node_id)
             when = None if disable else (expiry or self.now())
             node = dataclasses.replace(node, expiry=when)
-            return await self._save(node, Change(peers_changed={node_id}, self_changed={node_id}))
+            return await self.replace_node(node, Change(peers_changed={node_id}, self_changed={node_id}))
 
     async def set_tags(self, node_id: int, tags: list[str]) -> Node:
         for t in tags:
@@ -296,12 +289,8 @@ class State:
             if not new_tags and node.user_id is None:
                 raise Invalid("cannot remove all tags from a node that has no user")
             node = dataclasses.replace(node, tags=new_tags, expiry=None if new_tags else node.expiry)
-            node = dataclasses.replace(node, updated_at=self.now())
-            await self.db.update_node(node)
-            self._put(node)
-            policy = self._refresh_policy_nodes()
-            self._emit(Change(peers_changed={node_id}, self_changed={node_id}, policy=policy))
-            return node
+            return await self.replace_node(node, Change(peers_changed={node_id}, self_changed={node_id}),
+                                           policy=True)
 
     async def approve_routes(self, node_id: int, routes: list[str]) -> Node:
         from app.core.routes import canonical
@@ -323,11 +312,7 @@ class State:
     async def delete_node(self, node_id: int) -> None:
         async with self.lock:
             self.get_node(node_id)
-            await self.db.delete_node(node_id)
-            self._drop(node_id)
-            self._recompute_routes()
-            policy = self._refresh_policy_nodes()
-            self._emit(Change(peers_removed={node_id}, policy=policy, full={node_id}))
+            await self.remove_node(node_id)
 
     async def backfill_ips(self) -> list[str]:
         """Give every node one address per configured prefix, and drop addresses of families
@@ -402,12 +387,13 @@ class State:
         return node
 
     async def remove_node(self, node_id: int) -> None:
-        """Delete (caller holds the lock)."""
+        """Delete (caller holds the lock); the node's own map stream is ended too."""
         await self.db.delete_node(node_id)
         self._drop(node_id)
-        self._recompute_routes()
+        moved = self._recompute_routes()
         policy = self._refresh_policy_nodes()
-        self._emit(Change(peers_removed={node_id}, policy=policy))
+        self._emit(Change(peers_removed={node_id}, peers_changed=moved, self_changed=moved, policy=policy,
+                          full={node_id}))
 
     # ---- nodes: what clients report --------------------------------------------------------
 
