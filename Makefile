@@ -6,15 +6,25 @@ STAMP := $(VENV)/.installed
 APT_STAMP := /var/tmp/.pyheadscale-apt-installed
 APT_PACKAGES := iproute2 sqlite3 curl postgresql postgresql-client
 
-.PHONY: venv run test test-fast bench lint apt clean
+.PHONY: venv lock run test test-fast bench lint apt clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+PIP_VERSION := 26.0.1
+LOCKS := entrypoint/requirements.lock tests/requirements.lock
+
+# The venv holds exactly the locked versions: nothing is resolved against the registry here, so
+# `make test` behaves the same on any later day. `make lock` re-resolves on purpose.
+$(STAMP): pyproject.toml $(LOCKS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
+	$(BIN)/pip install -q --no-deps $(foreach l,$(LOCKS),-r $(l))
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $(STAMP)
+
+lock:
+	$(PY) tools/lock.py
 
 # System packages the tests need (network namespaces, PostgreSQL for back-to-sqlite).
 apt: $(APT_STAMP)

