@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# remade when the Makefile (its package list) changes
 APT_STAMP := /var/tmp/.pyheadscale-apt-installed
 APT_PACKAGES := iproute2 sqlite3 curl postgresql postgresql-client
 
@@ -29,7 +30,7 @@ lock:
 # System packages the tests need (network namespaces, PostgreSQL for back-to-sqlite).
 apt: $(APT_STAMP)
 
-$(APT_STAMP):
+$(APT_STAMP): Makefile
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi; \
