@@ -13,7 +13,16 @@ from typing import Any
 
 from quart import Blueprint, Response, current_app, request
 
-from app.core.model import ApiKey, Node, PreAuthKey, RegisterMethod, User
+from app.core.model import (
+    TAGGED_DEVICES_DISPLAY,
+    TAGGED_DEVICES_LOGIN,
+    TAGGED_DEVICES_USER_ID,
+    ApiKey,
+    Node,
+    PreAuthKey,
+    RegisterMethod,
+    User,
+)
 from app.core.tailcfg import parse_go_time
 from app.service.errors import Conflict, Invalid, NotFound, ServiceError
 from app.store.errors import StoreError
@@ -55,15 +64,26 @@ def apikey_json(k: ApiKey) -> dict[str, Any]:
             "createdAt": ts(k.created_at), "lastSeen": ts(k.last_seen)}
 
 
-def node_json(n: Node, state) -> dict[str, Any]:
+# Tagged nodes are listed as owned by headscale's pseudo-user (tags are their identity).
+TAGGED_DEVICES = User(TAGGED_DEVICES_USER_ID, TAGGED_DEVICES_LOGIN, display_name=TAGGED_DEVICES_DISPLAY)
+# A node that never connected has no disco key; headscale shows the zero key, not "".
+ZERO_DISCO_KEY = "discokey:" + "0" * 64
+
+
+def node_json(n: Node, state, keys: dict[int, PreAuthKey] | None = None) -> dict[str, Any]:
+    """``keys`` (pre-auth keys by id) fills ``preAuthKey``, the key the node registered with."""
     from app.core.routes import served_routes
 
     available = sorted(set(n.routable_ips))
+    owner = TAGGED_DEVICES if n.tags else state.users.get(n.user_id) if n.user_id is not None else None
+    key = (keys or {}).get(n.auth_key_id) if n.auth_key_id is not None else None
     return {
-        "id": str(n.id), "machineKey": n.machine_key, "nodeKey": n.node_key, "discoKey": n.disco_key,
+        "id": str(n.id), "machineKey": n.machine_key, "nodeKey": n.node_key,
+        "discoKey": n.disco_key or ZERO_DISCO_KEY,
         "ipAddresses": list(n.addresses), "name": n.hostname,
-        "user": user_json(state.users.get(n.user_id)) if n.user_id is not None else None,
-        "lastSeen": ts(n.last_seen), "expiry": ts(n.expiry), "preAuthKey": None,
+        "user": user_json(owner),
+        "lastSeen": ts(n.last_seen), "expiry": ts(n.expiry),
+        "preAuthKey": preauthkey_json(key, state.users) if key is not None else None,
         "createdAt": ts(n.created_at),
         "registerMethod": RegisterMethod.API_NAMES.get(n.register_method, "REGISTER_METHOD_UNSPECIFIED"),
         "givenName": n.given_name, "online": n.id in state.online,
@@ -126,6 +146,9 @@ def api_blueprint() -> Blueprint:
 
     def svc():
         return current_app.config["SERVICES"]
+
+    async def keys_by_id() -> dict[int, PreAuthKey]:
+        return {k.id: k for k in await svc().state.list_preauth_keys()}
 
     @bp.before_request
     async def authenticate():
@@ -193,6 +216,10 @@ def api_blueprint() -> Blueprint:
     async def list_preauthkeys():
         st = svc().state
         keys = await st.list_preauth_keys()
+        if request.args.get("user"):   # headscale-ui lists per user (?user=<id>); headscale 0.29 ignores it
+            want = request.args["user"]
+            keys = [k for k in keys if k.user_id is not None and
+                    (str(k.user_id) == want or st.users.get(k.user_id, User(0, "")).name == want)]
         return ok({"preAuthKeys": [preauthkey_json(k, st.users) for k in keys]})
 
     @bp.post("/preauthkey")
@@ -212,6 +239,13 @@ def api_blueprint() -> Blueprint:
     @bp.post("/preauthkey/expire")
     async def expire_preauthkey():
         b = await body_json()
+        if b.get("id") in (None, "", "0", 0) and isinstance(b.get("key"), str) and b["key"]:
+            # Pre-0.28 clients (headscale-ui) send {user, key} with the key as listed (masked).
+            st = svc().state
+            match = [k for k in await st.list_preauth_keys() if b["key"].startswith(f"hskey-auth-{k.prefix}-")]
+            if not match:
+                raise NotFound("pre-auth key not found")
+            b = {"id": match[0].id}
         await svc().state.expire_preauth_key(int_id(b.get("id"), "pre-auth key id"))
         return ok({})
 
@@ -264,12 +298,13 @@ def api_blueprint() -> Blueprint:
             want = request.args["user"]
             nodes = [n for n in nodes if n.user_id is not None and
                      (str(n.user_id) == want or st.users.get(n.user_id, User(0, "")).name == want)]
-        return ok({"nodes": [node_json(n, st) for n in nodes]})
+        keys = await keys_by_id()
+        return ok({"nodes": [node_json(n, st, keys) for n in nodes]})
 
     @bp.get("/node/<nid>")
     async def get_node(nid: str):
         st = svc().state
-        return ok({"node": node_json(st.get_node(int_id(nid, "node id")), st)})
+        return ok({"node": node_json(st.get_node(int_id(nid, "node id")), st, await keys_by_id())})
 
     @bp.delete("/node/<nid>")
     async def delete_node(nid: str):
@@ -283,13 +318,13 @@ def api_blueprint() -> Blueprint:
         expiry = parse_time(request.args.get("expiry") or b.get("expiry"), "expiry")
         disable = str(request.args.get("disableExpiry") or b.get("disableExpiry") or "").lower() in ("1", "true")
         n = await st.expire_node(int_id(nid, "node id"), expiry, disable)
-        return ok({"node": node_json(n, st)})
+        return ok({"node": node_json(n, st, await keys_by_id())})
 
     @bp.post("/node/<nid>/rename/<new_name>")
     async def rename_node(nid: str, new_name: str):
         st = svc().state
         n = await st.rename_node(int_id(nid, "node id"), new_name)
-        return ok({"node": node_json(n, st)})
+        return ok({"node": node_json(n, st, await keys_by_id())})
 
     @bp.post("/node/<nid>/tags")
     async def tag_node(nid: str):
@@ -299,7 +334,7 @@ def api_blueprint() -> Blueprint:
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise ApiError(400, "tags must be a list of strings")
         n = await st.set_tags(int_id(nid, "node id"), tags)
-        return ok({"node": node_json(n, st)})
+        return ok({"node": node_json(n, st, await keys_by_id())})
 
     @bp.post("/node/<nid>/approve_routes")
     async def approve_routes(nid: str):
@@ -309,7 +344,7 @@ def api_blueprint() -> Blueprint:
         if not isinstance(routes, list) or not all(isinstance(r, str) for r in routes):
             raise ApiError(400, "routes must be a list of strings")
         n = await st.approve_routes(int_id(nid, "node id"), routes)
-        return ok({"node": node_json(n, st)})
+        return ok({"node": node_json(n, st, await keys_by_id())})
 
     @bp.post("/node/backfillips")
     async def backfill_ips():
@@ -361,7 +396,7 @@ def api_blueprint() -> Blueprint:
         if user is None:
             raise NotFound(f"user {user_ref!r} not found")
         n = await svc().registrar.complete(str(auth_id), user)
-        return ok({"node": node_json(n, st)})
+        return ok({"node": node_json(n, st, await keys_by_id())})
 
     @bp.post("/node/register")
     async def register_node():
@@ -378,7 +413,8 @@ def api_blueprint() -> Blueprint:
     async def get_policy():
         pol = await svc().policy.get()
         if pol is None:
-            raise NotFound("no policy has been set")
+            # headscale's words: Headplane keys on them to offer an empty, editable policy.
+            raise NotFound("loading ACL from database: acl policy not found")
         text, updated = pol
         return ok({"policy": text, "updatedAt": ts(updated)})
 

@@ -9,9 +9,10 @@ from html import escape
 
 from quart import Quart, Response, request
 
-from app import __version__
+from app import HEADSCALE_API_VERSION, __version__
 from app.core.authid import is_auth_id
 from app.server import metrics
+from app.server.api_errors import api_error_handlers
 from app.server.api_v1 import api_blueprint
 
 SECURITY_HEADERS = {
@@ -57,7 +58,10 @@ def create_app(services) -> Quart:
 
     @app.get("/version")
     async def version():
-        body = {"version": __version__, "commit": "", "buildTime": "", "dirty": False,
+        # ``version`` is the headscale release whose API this server implements: admin tools
+        # (Headplane) compare it as semver to pick their code paths. Our own is ``pyheadscale``.
+        body = {"version": HEADSCALE_API_VERSION, "pyheadscale": __version__, "commit": "", "buildTime": "",
+                "dirty": False,
                 "python": {"version": platform.python_version(), "os": platform.system().lower(),
                            "arch": platform.machine()}}
         return Response(json.dumps(body), content_type="application/json")
@@ -95,6 +99,7 @@ def create_app(services) -> Quart:
         return Response(page, content_type="text/html; charset=utf-8")
 
     app.register_blueprint(api_blueprint())
+    api_error_handlers(app)
     if services.derp_blueprint is not None:
         app.register_blueprint(services.derp_blueprint)
     return app

@@ -10,6 +10,7 @@ import logging
 import os
 from datetime import datetime
 
+from app.core.policy.legacy import is_yaml_name, yaml_to_json
 from app.service.errors import Invalid
 from app.service.state import State
 
@@ -17,7 +18,12 @@ log = logging.getLogger("headscale.policy")
 
 
 def _policy_error(exc: Exception) -> Invalid:
-    return Invalid(f"policy rejected: {exc}")
+    # headscale wraps every rejection in "parsing HuJSON:" (syntax) or "parsing policy from
+    # bytes:" (everything else); admin UIs such as Headplane show those inline, so keep them.
+    text = str(exc)
+    if "parsing HuJSON:" not in text:
+        text = f"parsing policy from bytes: {text}"
+    return Invalid(f"policy rejected: {text}")
 
 
 class PolicyService:
@@ -44,6 +50,11 @@ class PolicyService:
             text = f.read()
         st = os.stat(self.path)
         self._file_stamp = (st.st_mtime, st.st_size)
+        if is_yaml_name(self.path):  # headscale 0.22 read .yaml/.yml policies as YAML
+            try:
+                text = yaml_to_json(text)
+            except ValueError as exc:
+                raise Invalid(f"policy rejected: {self.path}: {exc}") from None
         return text
 
     async def _install(self, text: str | None, updated: datetime | None) -> None:
@@ -53,6 +64,8 @@ class PolicyService:
             if type(exc).__name__ == "PolicyError":
                 raise _policy_error(exc) from None
             raise
+        for warning in getattr(self.state.policy, "warnings", ()):
+            log.warning("policy: %s", warning)
 
     def check(self, text: str) -> None:
         try:
@@ -70,7 +83,8 @@ class PolicyService:
 
     async def set(self, text: str) -> tuple[str, datetime | None]:
         if self.mode != "database":
-            raise Invalid("policy is in file mode (policy.mode: file); edit the file and send SIGHUP instead")
+            raise Invalid("update is disabled for modes other than 'database' (policy.mode is file): "
+                          "edit the policy file; the server reloads it on change or SIGHUP")
         self.check(text)
         async with self.state.lock:
             _, updated = await self.state.db.set_policy(text)
