@@ -11,6 +11,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlencode
 
 import h2.config
 import h2.connection
@@ -20,6 +21,7 @@ import h2.settings
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from app.client.wsclient import open_websocket
 from app.core import keys
 from app.core.map.wire import FrameReader
 from app.core.noise import Initiator, NoiseTransport, reply_size, split_early_payload
@@ -55,8 +57,9 @@ class StreamState:
 class ControlClient:
     def __init__(self, host: str, port: int, *, machine_private: bytes | None = None,
                  node_private: bytes | None = None, disco_private: bytes | None = None,
-                 version: int = 130) -> None:
+                 version: int = 130, websocket: bool = False) -> None:
         self.host, self.port, self.version = host, port, version
+        self.websocket = websocket   # GET /ts2021 over WebSocket, as Tailscale's JS/WASM client
         self.machine_private = machine_private or keys.new_private()
         self.node_private = node_private or keys.new_private()
         self.disco_private = disco_private or keys.new_private()
@@ -83,18 +86,22 @@ class ControlClient:
     async def connect(self, server_public: bytes | None = None) -> None:
         server_public = server_public or await fetch_key(self.host, self.port, self.version)
         init = Initiator(self.machine_private, server_public, self.version, keys.new_private())
-        reader, writer = await asyncio.open_connection(self.host, self.port)
         hs = base64.b64encode(init.initiation()).decode()
-        writer.write(
-            f"POST /ts2021 HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: tailscale-control-protocol\r\n"
-            f"Connection: upgrade\r\nX-Tailscale-Handshake: {hs}\r\n\r\n".encode()
-        )
-        await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 101"):
-            writer.close()
-            status_line = head.split(b"\r\n", 1)[0]
-            raise ConnectionError(f"upgrade refused: {status_line!r}")
+        if self.websocket:
+            target = "/ts2021?" + urlencode({"X-Tailscale-Handshake": hs})
+            reader, writer = await open_websocket(self.host, self.port, target, "tailscale-control-protocol")
+        else:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            writer.write(
+                f"POST /ts2021 HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: tailscale-control-protocol\r\n"
+                f"Connection: upgrade\r\nX-Tailscale-Handshake: {hs}\r\n\r\n".encode()
+            )
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 101"):
+                writer.close()
+                status_line = head.split(b"\r\n", 1)[0]
+                raise ConnectionError(f"upgrade refused: {status_line!r}")
         hdr = await reader.readexactly(3)
         rest = await reader.readexactly(reply_size(hdr) - 3)
         self.transport = init.finish(hdr + rest)

@@ -23,9 +23,11 @@ import yaml
 from app.core import derpmap, keys
 from app.core.map.builder import MapSettings, dns_config
 from app.server import metrics
+from app.server.clientaddr import configure as configure_trusted_proxies
 from app.server.control_routes import ControlRoutes
 from app.server.edge import Edge
 from app.server.ts2021 import TS2021
+from app.server.ts2021_ws import with_websocket
 from app.service.policy import PolicyService
 from app.service.registration import Registrar
 from app.service.sessions import Batcher, Mapper
@@ -135,6 +137,7 @@ async def build(cfg: Any) -> Services:
     db_path = cfg.database.sqlite.path
     os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
     db = await Database.open(db_path)
+    configure_trusted_proxies(cfg.trusted_proxies or [])
     state = State(db, cfg)
     await state.load()
     state.settings = map_settings(cfg)
@@ -197,7 +200,7 @@ async def start(services: Services) -> None:
 
     cfg = services.cfg
     app = create_app(services)
-    upgrades = {"/ts2021": services.ts2021.handle}
+    upgrades = {"/ts2021": with_websocket(services.ts2021.handle)}
     if services.derp is not None:
         derp = services.derp
 
