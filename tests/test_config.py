@@ -352,16 +352,9 @@ def test_overrides_win_over_env_and_accept_dotted_or_nested(tmp_path):
     ({"oidc": {"strip_email_domain": True}}, "oidc.strip_email_domain: this key has been removed"),
     ({"oidc": {"map_legacy_users": True}}, "oidc.map_legacy_users: this key has been removed"),
     ({"dns": {"use_username_in_magic_dns": True}}, "dns.use_username_in_magic_dns: this key has been removed"),
-    ({"dns_config": {"magic_dns": True}}, "Use dns.magic_dns instead"),
-    ({"dns_config": {"base_domain": "x.example"}}, "Use dns.base_domain instead"),
-    ({"dns_config": {"nameservers": ["1.1.1.1"]}}, "Use dns.nameservers.global instead"),
-    ({"dns_config": {"restricted_nameservers": {"a.example": ["1.1.1.1"]}}}, "Use dns.nameservers.split instead"),
-    ({"dns_config": {"domains": ["a.example"]}}, "Use dns.search_domains instead"),
-    ({"acl_policy_path": "/etc/headscale/acl.hujson"}, "Use policy.path instead"),
 ])
 def test_removed_keys_fail_naming_the_replacement(tmp_path, data, expect):
-    # Without the new keys set: with them, the old dns_config.* keys only warn.
-    merged = {**data, "dns": {"override_local_dns": False, **data.get("dns", {})}}
+    merged = {**data, "dns": {**VALID["dns"], **data.get("dns", {})}}
     problems = problems_of(tmp_path, merged)
     assert any(p.startswith(next(iter(_flat(data)))) and expect in p for p in problems), problems
 
@@ -380,10 +373,62 @@ def test_removed_key_from_env_fails_too(tmp_path):
     assert problems == ["oidc.expiry (from HEADSCALE_OIDC_EXPIRY): this key has been removed. Use node.expiry instead."]
 
 
-def test_old_dns_config_key_only_warns_when_new_key_is_set(tmp_path):
-    cfg = load(tmp_path, {**VALID, "dns_config": {"base_domain": "old.example"}})
+# The headscale 0.22-era keys: (old data, new key, expected value of the new key)
+RENAMED_CASES = [
+    ({"dns_config": {"magic_dns": False}}, "dns.magic_dns", False),
+    ({"dns_config": {"base_domain": "old.example"}}, "dns.base_domain", "old.example"),
+    ({"dns_config": {"override_local_dns": False}}, "dns.override_local_dns", False),
+    ({"dns_config": {"nameservers": ["9.9.9.9"]}}, "dns.nameservers.global", ("9.9.9.9",)),
+    ({"dns_config": {"restricted_nameservers": {"a.example": ["1.1.1.1"]}}}, "dns.nameservers.split",
+     {"a.example": ("1.1.1.1",)}),
+    ({"dns_config": {"domains": ["a.example"]}}, "dns.search_domains", ("a.example",)),
+    ({"dns_config": {"extra_records": [{"name": "g.tailnet.example", "type": "A", "value": "100.64.0.3"}]}},
+     "dns.extra_records", ({"name": "g.tailnet.example", "type": "A", "value": "100.64.0.3"},)),
+    ({"acl_policy_path": ""}, "policy.path", ""),
+    ({"db_type": "sqlite3"}, "database.type", "sqlite3"),
+    ({"db_path": "/srv/hs/db.sqlite"}, "database.sqlite.path", "/srv/hs/db.sqlite"),
+    ({"ephemeral_node_inactivity_timeout": "30m"}, "node.ephemeral.inactivity_timeout", 1800.0),
+    ({"log_level": "debug"}, "log.level", "debug"),
+    ({"ip_prefixes": ["fd7a:115c:a1e0::/48", "100.64.0.0/10"]}, "prefixes.v4", "100.64.0.0/10"),
+]
+
+
+@pytest.mark.parametrize("data, new, want", RENAMED_CASES)
+def test_old_keys_map_onto_new_keys_with_one_warning(tmp_path, data, new, want):
+    base = json.loads(json.dumps(VALID))
+    if new == "dns.base_domain":
+        del base["dns"]["base_domain"]
+    if new == "dns.nameservers.global":
+        del base["dns"]["nameservers"]
+    cfg = load(tmp_path, {**base, **data})
+    got = cfg.get(new)
+    got = {k: tuple(v) for k, v in got.items()} if hasattr(got, "items") and not isinstance(want, tuple) else got
+    if isinstance(want, tuple) and want and isinstance(want[0], dict):
+        got = tuple(dict(r) for r in got)
+    assert got == want
+    old = next(iter(_flat(data)))
+    mention = [w for w in cfg.warnings if w.startswith(old)]
+    assert len(mention) == 1 and new in mention[0], cfg.warnings
+
+
+@pytest.mark.parametrize("data, new, want", [c for c in RENAMED_CASES if c[1] != "prefixes.v4"])
+def test_old_key_conflicting_with_new_key_is_an_error(tmp_path, data, new, want):
+    other = {"dns.magic_dns": True, "dns.base_domain": "new.example", "dns.override_local_dns": True,
+             "dns.nameservers.global": ["8.8.8.8"], "dns.nameservers.split": {"b.example": ["8.8.8.8"]},
+             "dns.search_domains": ["b.example"], "dns.extra_records": [],
+             "policy.path": "x.hujson", "database.type": "sqlite", "database.sqlite.path": "/x.sqlite",
+             "node.ephemeral.inactivity_timeout": "5m", "log.level": "warn"}[new]
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path, {**VALID, **data}, overrides={new: other}, validate=True)
+    problems = e.value.problems
+    old = next(iter(_flat(data)))
+    assert any(p.startswith(old) and f"keep only {new}" in p for p in problems), problems
+
+
+def test_old_key_with_the_same_value_as_the_new_key_only_warns(tmp_path):
+    cfg = load(tmp_path, {**VALID, "dns_config": {"base_domain": "tailnet.example"}})
     assert cfg.dns.base_domain == "tailnet.example"
-    assert any("dns_config.base_domain is deprecated and ignored" in w for w in cfg.warnings)
+    assert any("dns_config.base_domain" in w and "remove dns_config.base_domain" in w for w in cfg.warnings)
 
 
 def test_ephemeral_node_inactivity_timeout_warns_and_maps(tmp_path):
@@ -392,20 +437,34 @@ def test_ephemeral_node_inactivity_timeout_warns_and_maps(tmp_path):
     assert any("node.ephemeral.inactivity_timeout" in w for w in cfg.warnings)
     cfg = load(tmp_path, VALID, {"HEADSCALE_EPHEMERAL_NODE_INACTIVITY_TIMEOUT": "10m"})
     assert cfg.node.ephemeral.inactivity_timeout == 600.0
-    both = {**VALID, "ephemeral_node_inactivity_timeout": "30m", "node": {"ephemeral": {"inactivity_timeout": "5m"}}}
-    assert load(tmp_path, both).node.ephemeral.inactivity_timeout == 300.0
     assert problems_of(tmp_path, {**VALID, "ephemeral_node_inactivity_timeout": "60s"}) == [
         "node.ephemeral.inactivity_timeout (from ephemeral_node_inactivity_timeout): is set too low, "
         + "must be more than 65s"
     ]
 
 
+def test_ip_prefixes_split_by_family(tmp_path):
+    cfg = load(tmp_path, {**VALID, "ip_prefixes": ["100.64.0.0/10"]})
+    assert cfg.prefixes.v4 == "100.64.0.0/10" and cfg.prefixes.v6 == ""
+    problems = problems_of(tmp_path, {**VALID, "ip_prefixes": ["100.64.0.0/10", "100.64.0.0/11"]})
+    assert problems == ["ip_prefixes: more than one IPv4 prefix; only one per family is supported (set prefixes.v4)."]
+
+
+def test_keys_without_a_successor_warn_and_say_why(tmp_path):
+    cfg = load(tmp_path, {**VALID, "node_update_check_interval": "10s", "private_key_path": "/x/private.key",
+                          "randomize_client_port": False})
+    text = "\n".join(cfg.warnings)
+    assert "node_update_check_interval is no longer read" in text and "tuning.batch_change_delay" in text
+    assert "private_key_path is no longer read" in text and "noise.private_key_path" in text
+    assert "randomize_client_port is no longer read" in text and "randomizeClientPort" in text
+
+
 def test_old_renamed_keys_and_unknown_keys_warn(tmp_path):
     cfg = load(tmp_path, {**VALID, "ip_prefixes": ["100.64.0.0/10"], "log_level": "debug",
                           "listen_adr": "0.0.0.0:1", "dns": {**VALID["dns"], "magic": 1}})
     text = "\n".join(cfg.warnings)
-    assert "ip_prefixes is no longer read" in text and "prefixes.v4" in text
-    assert "log_level is no longer read" in text and cfg.log.level == "info"
+    assert "ip_prefixes was renamed to prefixes.v4, prefixes.v6" in text
+    assert "log_level was renamed to log.level" in text and cfg.log.level == "debug"
     assert "unknown configuration key 'listen_adr' is ignored (did you mean listen_addr?)" in text
     assert "unknown configuration key 'dns.magic'" in text
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app.config.settings import ACTIVE, FATAL, FATAL_UNLESS_NEW, IGNORED, MOVED, REMOVED, Setting
+from app.config.settings import ACTIVE, FATAL, FATAL_UNLESS_NEW, IGNORED, MOVED, REMOVED, RENAMED, Setting
 
 INTRO = """\
 # Configuration reference
@@ -33,7 +33,10 @@ list (`[a, b]`); maps and record lists are JSON. Empty variables are ignored.
 directory.
 
 **Checking.** `headscale configtest` loads the file and lists every problem at once.
-Unknown keys only warn (headscale ignores them); removed keys fail (see the end).
+Unknown keys only warn (headscale ignores them). Keys of older headscale releases (the 0.22-era
+tutorials: `ip_prefixes`, `db_path`, `dns_config`, `acl_policy_path`, ...) are read as today's
+keys with a warning naming the new key; `headscale configtest --migrate` prints the file in
+today's keys. Keys that cannot be mapped fail (see the end).
 
 **In Python.** `load_config()` returns a frozen `Config` mirroring the YAML:
 `cfg.derp.server.region_id`, `cfg.node.ephemeral.inactivity_timeout` (float seconds),
@@ -78,6 +81,7 @@ ACTION_TEXT = {
     FATAL_UNLESS_NEW: "error (warning if the new key is also set)",
     MOVED: "warning; value moves to the new key",
     IGNORED: "warning; value ignored",
+    RENAMED: "warning; value used for the new key (error if the new key has a different value)",
 }
 
 

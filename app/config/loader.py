@@ -14,20 +14,10 @@ from typing import Any
 
 import yaml
 
+from app.config import legacy
 from app.config import validate as validation
 from app.config.model import Config, ConfigError, build_tree, freeze
-from app.config.settings import (
-    ACTIVE,
-    BY_NAME,
-    FATAL,
-    FATAL_UNLESS_NEW,
-    IGNORED,
-    MOVED,
-    REMOVED,
-    SECTIONS,
-    Setting,
-    env_names,
-)
+from app.config.settings import ACTIVE, BY_NAME, SECTIONS, Setting, env_names
 
 CONFIG_ENV = "HEADSCALE_CONFIG"
 FILE_NAMES = ("config.json", "config.yaml", "config.yml")  # viper tries json before yaml
@@ -221,7 +211,9 @@ def build_config(
         raw[k] = v
         origin[k] = "override"
 
-    _apply_removals(raw, origin, problems, warnings)
+    raw, old_problems, old_warnings = legacy.translate(raw, origin)
+    problems.extend(old_problems)
+    warnings.extend(old_warnings)
 
     values: dict[str, Any] = {}
     bad: set[str] = set()
@@ -262,30 +254,3 @@ def _parse_one(s: Setting, raw: Any, from_env: bool) -> tuple[Any, str | None]:
         got = "" if s.secret else f" (got {value!r})"
         return None, f"must be one of {', '.join(s.choices)}{got}"
     return value, None
-
-
-def _apply_removals(raw: dict[str, Any], origin: dict[str, str], problems: list[str], warnings: list[str]) -> None:
-    for s in REMOVED:
-        if s.name not in raw:
-            continue
-        r = s.removed
-        assert r is not None
-        src = f" (from {origin[s.name]})" if origin.get(s.name, "").startswith("HEADSCALE_") else ""
-        new = r.replacement
-        hint = f" {r.hint}" if r.hint else ""
-        if r.action == FATAL:
-            use = f" Use {new} instead." if new else ""
-            problems.append(f"{s.name}{src}: this key has been removed.{use}{hint}".rstrip())
-        elif r.action == FATAL_UNLESS_NEW:
-            if new in raw:
-                warnings.append(f"{s.name} is deprecated and ignored because {new} is set; remove it")
-            else:
-                problems.append(f"{s.name}{src}: this key has been removed. Use {new} instead.{hint}")
-        elif r.action == MOVED:
-            warnings.append(f"{s.name} is deprecated, use {new} instead; its value is used for now")
-            if new not in raw:
-                raw[new] = raw[s.name]
-                origin[new] = origin.get(s.name, "") or s.name
-        elif r.action == IGNORED:
-            warnings.append(f"{s.name} is no longer read (removed in headscale {r.since}); use {new}")
-        raw.pop(s.name, None)

@@ -45,6 +45,10 @@ FATAL = "fatal"  # loading fails, always
 FATAL_UNLESS_NEW = "fatal-unless-new"  # fails unless the replacement key is also set (then: warning)
 MOVED = "moved"  # warning; the value is used for the replacement key unless that is set
 IGNORED = "ignored"  # warning; the value is ignored (headscale ignores these silently)
+# Keys of older headscale releases (the 0.22-era tutorials): the value is used for the
+# replacement key(s) with one warning naming them; a different value for the replacement too is
+# an error. ``Removal.convert`` turns one old value into {new key: value} (app/config/legacy.py).
+RENAMED = "renamed"
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Removal:
     replacement: str | None = None  # dotted key that replaced it
     hint: str = ""  # extra remediation text
     since: str = ""
+    convert: Callable[[Any], dict[str, Any]] | None = None  # RENAMED: old value → new keys
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,32 @@ def _database_type(v: str) -> str | None:
             "headscale-back-to-sqlite and set database.type: sqlite"
         )
     return None
+
+
+def _split_ip_prefixes(v: tuple[str, ...]) -> dict[str, Any]:
+    """headscale 0.22's ``ip_prefixes`` list → prefixes.v4 / prefixes.v6 (one of each at most;
+    a family that is not listed is disabled, as it was then)."""
+    import ipaddress
+
+    out: dict[str, Any] = {"prefixes.v4": "", "prefixes.v6": ""}
+    for item in v:
+        try:
+            net = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not a CIDR prefix") from None
+        key = f"prefixes.v{net.version}"
+        if out[key]:
+            raise ValueError(f"more than one IPv{net.version} prefix; only one per family is "
+                             f"supported (set {key})")
+        out[key] = item
+    return out
+
+
+def _randomize_client_port(v: bool) -> dict[str, Any]:
+    """Only ``false`` (the default) carries over: the setting lives in the policy now."""
+    if v:
+        raise ValueError("this key has been removed and cannot be mapped onto a config key")
+    return {}
 
 
 def _ephemeral(v: float) -> str | None:
@@ -333,11 +364,34 @@ SETTINGS: tuple[Setting, ...] = (
     S("tuning.batcher_workers", Int(), 0,
       "Parallel map-update workers; 0 = automatic (headscale: 3/4 of the CPUs).",
       check=_non_negative),
+    # Connection limits (this server's own keys; headscale has none): docs/config.md and
+    # app/server/limits.py say what each bounds.
+    S("tuning.request_head_timeout", Duration(), "10s",
+      "Time a new connection has to send its first request head (plain HTTP, and the "
+      "/ts2021 Noise or /derp upgrade request, which carries the Noise handshake); then it is "
+      "closed.", check=_positive),
+    S("tuning.http_idle_timeout", Duration(), "30s",
+      "A plain-HTTP keep-alive connection with no request in progress is closed after this.",
+      check=_positive),
+    S("tuning.noise_idle_timeout", Duration(), "60s",
+      "A Noise (TS2021) connection with no request in progress (no open map long-poll, no "
+      "request being received) is closed after this; clients reconnect when they need to.",
+      check=_positive),
+    S("tuning.derp_login_timeout", Duration(), "10s",
+      "Time a DERP connection has from the upgrade to an accepted ClientInfo.", check=_positive),
+    S("tuning.noise_max_streams", Int(), 100,
+      "Concurrent HTTP/2 streams one Noise connection may open (more are refused with "
+      "REFUSED_STREAM). Request bodies are capped at 1 MiB per stream and 2 MiB per connection.",
+      check=_positive),
+    S("tuning.max_connections_per_source", Int(), 256,
+      "Open connections one source address may hold (all kinds together); more are closed at "
+      "once. Behind a reverse proxy every connection comes from the proxy's address: raise "
+      "this or list the proxy in trusted_proxies. 0 = no limit.", check=_non_negative),
     # --- removed and renamed keys -------------------------------------------------------------
     S("ephemeral_node_inactivity_timeout", Duration(), None, "",
-      removed=Removal(MOVED, "node.ephemeral.inactivity_timeout", since="0.29")),
+      removed=Removal(RENAMED, "node.ephemeral.inactivity_timeout", since="0.23")),
     S("randomize_client_port", Bool(), None, "",
-      removed=Removal(FATAL, None, RANDOMIZE_HINT, since="0.29")),
+      removed=Removal(RENAMED, None, RANDOMIZE_HINT, since="0.29", convert=_randomize_client_port)),
     S("oidc.expiry", Duration(), None, "",
       removed=Removal(FATAL, "node.expiry", since="0.29")),
     S("oidc.strip_email_domain", Bool(), None, "",
@@ -349,41 +403,49 @@ SETTINGS: tuple[Setting, ...] = (
     S("dns_config.use_username_in_magic_dns", Bool(), None, "",
       removed=Removal(FATAL, None, "MagicDNS names no longer contain the user.", since="0.23")),
     S("dns_config.magic_dns", Bool(), None, "",
-      removed=Removal(FATAL_UNLESS_NEW, "dns.magic_dns", since="0.23")),
+      removed=Removal(RENAMED, "dns.magic_dns", since="0.23")),
     S("dns_config.base_domain", Str(), None, "",
-      removed=Removal(FATAL_UNLESS_NEW, "dns.base_domain", since="0.23")),
+      removed=Removal(RENAMED, "dns.base_domain", since="0.23")),
     S("dns_config.override_local_dns", Bool(), None, "",
-      removed=Removal(FATAL_UNLESS_NEW, "dns.override_local_dns", since="0.23")),
+      removed=Removal(RENAMED, "dns.override_local_dns", since="0.23")),
     S("dns_config.nameservers", StrList(), None, "",
-      removed=Removal(FATAL_UNLESS_NEW, "dns.nameservers.global", since="0.23")),
+      removed=Removal(RENAMED, "dns.nameservers.global", since="0.23")),
     S("dns_config.restricted_nameservers", StrListMap(), None, "",
-      removed=Removal(FATAL_UNLESS_NEW, "dns.nameservers.split", since="0.23")),
+      removed=Removal(RENAMED, "dns.nameservers.split", since="0.23")),
     S("dns_config.domains", StrList(), None, "",
-      removed=Removal(FATAL_UNLESS_NEW, "dns.search_domains", since="0.23")),
+      removed=Removal(RENAMED, "dns.search_domains", since="0.23")),
     S("dns_config.extra_records", Records(), None, "",
-      removed=Removal(FATAL_UNLESS_NEW, "dns.extra_records", since="0.23")),
+      removed=Removal(RENAMED, "dns.extra_records", since="0.23")),
     S("acl_policy_path", Str(), None, "",
-      removed=Removal(FATAL_UNLESS_NEW, "policy.path", since="0.23")),
+      removed=Removal(RENAMED, "policy.path", since="0.23")),
     S("ip_prefixes", StrList(), None, "", env=False,
-      removed=Removal(IGNORED, "prefixes.v4 / prefixes.v6", since="0.23")),
+      removed=Removal(RENAMED, "prefixes.v4 / prefixes.v6", since="0.23", convert=_split_ip_prefixes)),
     S("db_type", Str(), None, "", env=False,
-      removed=Removal(IGNORED, "database.type", since="0.23")),
+      removed=Removal(RENAMED, "database.type", since="0.23")),
     S("db_path", Str(), None, "", env=False,
-      removed=Removal(IGNORED, "database.sqlite.path", since="0.23")),
+      removed=Removal(RENAMED, "database.sqlite.path", since="0.23")),
     S("db_host", Str(), None, "", env=False,
-      removed=Removal(IGNORED, "database.postgres.host", since="0.23")),
+      removed=Removal(RENAMED, "database.postgres.host", since="0.23")),
     S("db_port", Str(), None, "", env=False,
-      removed=Removal(IGNORED, "database.postgres.port", since="0.23")),
+      removed=Removal(RENAMED, "database.postgres.port", since="0.23")),
     S("db_name", Str(), None, "", env=False,
-      removed=Removal(IGNORED, "database.postgres.name", since="0.23")),
+      removed=Removal(RENAMED, "database.postgres.name", since="0.23")),
     S("db_user", Str(), None, "", env=False,
-      removed=Removal(IGNORED, "database.postgres.user", since="0.23")),
-    S("db_pass", Str(), None, "", env=False,
-      removed=Removal(IGNORED, "database.postgres.pass", since="0.23")),
+      removed=Removal(RENAMED, "database.postgres.user", since="0.23")),
+    S("db_pass", Str(), None, "", env=False, secret=True,
+      removed=Removal(RENAMED, "database.postgres.pass", since="0.23")),
     S("db_ssl", Str(), None, "", env=False,
-      removed=Removal(IGNORED, "database.postgres.ssl", since="0.23")),
+      removed=Removal(RENAMED, "database.postgres.ssl", since="0.23")),
     S("log_level", Str(), None, "", env=False,
-      removed=Removal(IGNORED, "log.level", since="0.17")),
+      removed=Removal(RENAMED, "log.level", since="0.17")),
+    S("node_update_check_interval", Duration(), None, "", env=False,
+      removed=Removal(IGNORED, "tuning.batch_change_delay",
+                      "Changes are pushed to connected nodes as they happen; there is nothing to "
+                      "poll.", since="0.23")),
+    S("private_key_path", Str(), None, "", env=False,
+      removed=Removal(IGNORED, "noise.private_key_path",
+                      "It was the key of the pre-2022 control protocol, which no client uses any "
+                      "more; the TS2021 key is noise.private_key_path.", since="0.23")),
 )
 
 ACTIVE: tuple[Setting, ...] = tuple(s for s in SETTINGS if s.removed is None)
@@ -415,6 +477,7 @@ __all__ = [
     "IGNORED",
     "MOVED",
     "REMOVED",
+    "RENAMED",
     "SECRET_KEYS",
     "SECTIONS",
     "SETTINGS",

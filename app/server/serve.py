@@ -28,6 +28,7 @@ from app.server.control_routes import ControlRoutes
 from app.server.edge import Edge
 from app.server.ts2021 import TS2021
 from app.server.ts2021_ws import with_websocket
+from app.service.errors import Invalid
 from app.service.policy import PolicyService
 from app.service.registration import Registrar
 from app.service.sessions import Batcher, Mapper
@@ -143,7 +144,14 @@ async def build(cfg: Any) -> Services:
     state.settings = map_settings(cfg)
     state.derp_map = await asyncio.get_running_loop().run_in_executor(None, load_derp_map, cfg)
     policy = PolicyService(state, cfg.policy.mode, cfg.policy.path or "")
-    await policy.load()
+    try:
+        await policy.load()
+    except (Invalid, OSError, UnicodeDecodeError) as exc:
+        # One line, never a traceback: what is wrong and where (the problems joined).
+        where = f"policy file {cfg.policy.path}" if cfg.policy.mode == "file" else "stored policy"
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SystemExit(f"error: {where}: {'; '.join(text.splitlines())} (fix it, or check it "
+                         "with `headscale configtest`)") from None
     mapper = Mapper(state)
     batcher = Batcher(state, mapper, float(cfg.tuning.batch_change_delay), on_sent=lambda kind: None)
     registrar = Registrar(state)

@@ -58,6 +58,11 @@ class CompiledView:
     def __init__(self, compiled: Any) -> None:
         self.compiled = compiled
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Old-style spellings the policy was read with (bare user names), to log."""
+        return getattr(self.compiled.policy, "warnings", ())
+
     def peers(self, node_id: int) -> frozenset[int]:
         try:
             return self.compiled.peers(node_id)

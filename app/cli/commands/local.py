@@ -28,7 +28,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=version)
 
     p = add_parser(sub, "configtest", common, "Test the configuration.",
-                   description="Load and validate the configuration, list every problem and exit.")
+                   description="Load and validate the configuration, the policy file and the DERP "
+                               "map files; list every problem and exit.")
+    p.add_argument("--migrate", action="store_true",
+                   help="print the config file rewritten in today's keys (older headscale keys "
+                        "such as ip_prefixes, db_path, dns_config, acl_policy_path replaced)")
     p.set_defaults(func=configtest)
 
     p = add_parser(sub, "health", common, "Check the health of the Headscale server",
@@ -67,28 +71,101 @@ def version(ctx: Any, args: argparse.Namespace) -> int:
 
 def configtest(ctx: Any, args: argparse.Namespace) -> int:
     path = getattr(args, "config", None) or None
+    if getattr(args, "migrate", False):
+        return _migrate(ctx, path)
+    problems: list[str] = []
+    warnings: list[str] = []
     try:
         cfg = dev_config(os.path.abspath(DEV_DATA_DIR)) if args.dev else load_config(path, ctx.env)
     except ConfigError as e:
-        if ctx.output:
-            ctx.print_machine({"valid": False, "path": path, "problems": e.problems, "warnings": e.warnings})
-        else:
-            for w in e.warnings:
-                ctx.stderr.write(f"Warning: {w}\n")
-            n = len(e.problems)
-            ctx.stderr.write(f"Error: invalid configuration ({n} problem{'s' if n != 1 else ''}):\n")
-            for p in e.problems:
-                ctx.stderr.write(f"  - {p}\n")
-        return 1
-    if ctx.output:
-        ctx.print_machine({"valid": True, "path": cfg.source_path, "problems": [], "warnings": list(cfg.warnings)})
+        problems, warnings, cfg = list(e.problems), list(e.warnings), None
     else:
-        for w in cfg.warnings:
-            ctx.stderr.write(f"Warning: {w}\n")
-        where = ("embedded development configuration" if args.dev
-                 else cfg.source_path or "no config file: defaults and environment")
-        ctx.print(f"Configuration is valid ({where})")
+        warnings = list(cfg.warnings)
+        file_problems, file_warnings = check_files(cfg)
+        problems += file_problems
+        warnings += file_warnings
+    if ctx.output:
+        ctx.print_machine({"valid": not problems, "path": cfg.source_path if cfg else path,
+                           "problems": problems, "warnings": warnings})
+        return 1 if problems else 0
+    for w in warnings:
+        ctx.stderr.write(f"Warning: {w}\n")
+    if problems:
+        n = len(problems)
+        ctx.stderr.write(f"Error: invalid configuration ({n} problem{'s' if n != 1 else ''}):\n")
+        for p in problems:
+            ctx.stderr.write(f"  - {p}\n")
+        return 1
+    where = ("embedded development configuration" if args.dev
+             else cfg.source_path or "no config file: defaults and environment")
+    ctx.print(f"Configuration is valid ({where})")
     return 0
+
+
+def check_files(cfg: Any) -> tuple[list[str], list[str]]:
+    """The files the config names: the policy (policy.mode file) and the derp.paths maps.
+    Returns (problems, warnings), one line each."""
+    import yaml
+
+    from app.core import derpmap
+    from app.core.policy import PolicyError, parse_policy
+    from app.core.policy.legacy import is_yaml_name, yaml_to_json
+
+    problems: list[str] = []
+    warnings: list[str] = []
+    if cfg.policy.mode == "file" and cfg.policy.path:
+        where = f"policy.path ({cfg.policy.path})"
+        try:
+            with open(cfg.policy.path, encoding="utf-8") as f:
+                text = f.read()
+            if is_yaml_name(cfg.policy.path):
+                text = yaml_to_json(text)
+            policy = parse_policy(text)
+        except OSError as e:
+            problems.append(f"{where}: cannot be read ({e.strerror})")
+        except PolicyError as e:
+            problems.extend(f"{where}: {p}" for p in e.problems)
+        except (ValueError, UnicodeDecodeError) as e:
+            problems.append(f"{where}: {e}")
+        else:
+            warnings.extend(f"{where}: {w}" for w in policy.warnings)
+    for derp_path in cfg.derp.paths:
+        where = f"derp.paths ({derp_path})"
+        try:
+            with open(derp_path, encoding="utf-8") as f:
+                derpmap.normalise(yaml.safe_load(f), derp_path)
+        except OSError as e:
+            problems.append(f"{where}: cannot be read ({e.strerror})")
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f" at line {mark.line + 1}" if mark is not None else ""
+            problems.append(f"{where}: invalid YAML{line}")
+        except derpmap.DERPMapError as e:
+            problems.append(f"{where}: {e}")
+    return problems, warnings
+
+
+def _migrate(ctx: Any, path: str | None) -> int:
+    import yaml
+
+    from app.config.legacy import migrate
+    from app.config.loader import find_config_file, read_file
+
+    path = path or find_config_file(ctx.env)
+    if path is None:
+        raise CliError("no config file found; pass -c PATH")
+    try:
+        data = read_file(path)
+    except ConfigError as e:
+        raise CliError("; ".join(e.problems)) from None
+    nested, problems, warnings = migrate(data)
+    for w in warnings:
+        ctx.stderr.write(f"Warning: {w}\n")
+    for p in problems:
+        ctx.stderr.write(f"Error: {p}\n")
+    ctx.stdout.write(f"# {path} in today's keys (headscale configtest --migrate)\n")
+    ctx.stdout.write(yaml.safe_dump(nested, sort_keys=False, allow_unicode=True))
+    return 1 if problems else 0
 
 
 def health(ctx: Any, args: argparse.Namespace) -> int:

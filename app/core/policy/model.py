@@ -182,3 +182,5 @@ class Policy:
     tests: tuple[PolicyTest, ...] = ()
     ssh_tests: tuple[SshTest, ...] = ()
     randomize_client_port: bool = False
+    # Old-style spellings read as today's (app/core/policy/legacy.py): one line each, to log.
+    warnings: tuple[str, ...] = field(default=(), compare=False)

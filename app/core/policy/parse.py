@@ -10,6 +10,7 @@ one exists (the golden captures record it), so operators can search for them.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 from collections.abc import Callable, Collection
@@ -19,6 +20,7 @@ from .aliases import AliasError, autogroup_problem, parse_alias, tag_name_proble
 from .errors import PolicyError, Problem
 from .hujson import HuJSONError, loads
 from .ipset import parse_prefix
+from .legacy import bare_user_names
 from .model import (
     AG_DANGER_ALL,
     AG_INTERNET,
@@ -104,6 +106,7 @@ def parse_policy(text: str | bytes, *, tailnet_domains: Collection[str] | None =
     reader = _Reader()
     if not isinstance(doc, dict):
         raise PolicyError([Problem("", "a policy must be a JSON object")])
+    warnings = bare_user_names(doc)
     policy = reader.policy(doc)
     if not reader.problems:
         _validate(policy, reader.problems)
@@ -111,7 +114,7 @@ def parse_policy(text: str | bytes, *, tailnet_domains: Collection[str] | None =
             _check_domains(policy, set(tailnet_domains), reader.problems)
     if reader.problems:
         raise PolicyError(reader.problems)
-    return policy
+    return dataclasses.replace(policy, warnings=tuple(warnings)) if warnings else policy
 
 
 def parse_dst(text: str) -> tuple[Alias, tuple[tuple[int, int], ...]]:
