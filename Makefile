@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # remade when the Makefile (its package list) changes
 APT_STAMP := /var/tmp/.pyheadscale-apt-installed
-APT_PACKAGES := iproute2 sqlite3 curl postgresql postgresql-client
+APT_PACKAGES := iproute2 sqlite3 curl postgresql postgresql-client chromium libnss3-tools pebble nginx-light
 
-.PHONY: venv lock run test test-fast bench lint apt clean
+.PHONY: venv lock run test test-fast fuzz bench lint apt npm clean
 
 venv: $(STAMP)
 
@@ -37,20 +37,36 @@ $(APT_STAMP): Makefile
 	fi
 	touch $(APT_STAMP)
 
+# Node tools for the tests (a real OpenID provider on Node 22), exactly as package-lock.json pins them.
+NPM_DIR := tests/npm
+NPM_STAMP := $(NPM_DIR)/node_modules/.installed
+
+npm: $(NPM_STAMP)
+
+$(NPM_STAMP): $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json | $(APT_STAMP)
+	cd $(NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NPM_STAMP)
+
 run: venv
 	$(BIN)/headscale serve --dev
 
-test: venv apt
+test: venv apt npm
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-fast: venv
 	$(BIN)/pytest -q -p no:cacheprovider -m "not realclient and not slow"
 
+# Coverage-guided fuzzing of every untrusted-input parser (fuzz/): FUZZ_SECONDS per target
+# (default 600), FUZZ_TARGETS=a,b to pick; the corpus grows in FUZZ_WORKDIR across runs.
+FUZZ_SECONDS ?= 600
+fuzz: venv
+	$(BIN)/python -m fuzz --seconds $(FUZZ_SECONDS) --json fuzz-report.json
+
 bench: venv
 	$(BIN)/python -m bench
 
 lint: venv
-	$(BIN)/ruff check app entrypoint tests bench
+	$(BIN)/ruff check app entrypoint tests bench fuzz tools
 	$(BIN)/hadolint Dockerfile
 
 clean:
