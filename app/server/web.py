@@ -14,6 +14,7 @@ from app.core.authid import is_auth_id
 from app.server import metrics
 from app.server.api_errors import api_error_handlers
 from app.server.api_v1 import api_blueprint
+from app.server.apidoc import apidoc_blueprint
 
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -99,6 +100,7 @@ def create_app(services) -> Quart:
         return Response(page, content_type="text/html; charset=utf-8")
 
     app.register_blueprint(api_blueprint())
+    app.register_blueprint(apidoc_blueprint())
     api_error_handlers(app)
     if services.derp_blueprint is not None:
         app.register_blueprint(services.derp_blueprint)
