@@ -15,6 +15,8 @@ from app.server import metrics
 from app.server.api_errors import api_error_handlers
 from app.server.api_v1 import api_blueprint
 from app.server.apidoc import apidoc_blueprint
+from app.server.clientaddr import request_address
+from app.server.requestlog import log_request, safe_path
 
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -40,7 +42,10 @@ def create_app(services) -> Quart:
         t0 = request.scope.get("headscale.t0")
         if t0 is not None:
             rule = request.url_rule.rule if request.url_rule else "unmatched"
-            metrics.HTTP_SECONDS.labels(rule, str(resp.status_code)).observe(time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            metrics.HTTP_SECONDS.labels(rule, str(resp.status_code)).observe(took)
+            log_request(request.method, safe_path(request.path, request.query_string), resp.status_code, took,
+                        request_address(request))
         return resp
 
     @app.get("/key")
