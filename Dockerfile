@@ -19,12 +19,14 @@ RUN /opt/headscale/bin/pip install --no-deps --only-binary=:all: -r /src/require
 COPY pyproject.toml README.md /src/
 COPY app /src/app
 COPY entrypoint /src/entrypoint
-# The project itself (its build backend comes from PyPI in an isolated build environment);
-# then pip and setuptools leave the venv: nothing needs them at run time (about 20 MB).
-RUN /opt/headscale/bin/pip install --no-deps /src \
+# The project itself, built with the build backend pinned in tests/requirements.lock (nothing is
+# resolved against the registry); then pip, setuptools and wheel leave the venv: nothing needs
+# them at run time (about 20 MB).
+RUN /opt/headscale/bin/pip install --no-deps setuptools==84.2.1 wheel==0.48.0 \
+ && /opt/headscale/bin/pip install --no-deps --no-build-isolation /src \
  && /opt/headscale/bin/pip check \
  && /opt/headscale/bin/litestream version \
- && /opt/headscale/bin/python -m pip uninstall --yes pip setuptools
+ && /opt/headscale/bin/python -m pip uninstall --yes pip setuptools wheel
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/headscale/bin:$PATH \

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from entrypoint import env as envtable
 from entrypoint import importer, litestream, supervise
+from entrypoint.command import argv_for
 from entrypoint.env import InvalidEnvironment, Settings
 from entrypoint.layout import IMPORT_MARKER, Paths, Tools
 from entrypoint.render import Rendered, mask, render
@@ -239,5 +240,18 @@ def main(environ: Mapping[str, str] | None = None, tools: Tools | None = None) -
         return 128 + stop.signum
 
 
+def run(argv: list[str]) -> int:
+    """The image's ENTRYPOINT: the appliance boot, or the command the container was given."""
+    command = argv_for(argv)
+    if command is None:
+        return main()
+    try:
+        os.execvp(command[0], command)
+    except OSError as error:
+        print(f"entrypoint: cannot run {command[0]!r}: {error.strerror}. With no command the image boots "
+              "the appliance; `serve` or any `headscale` command runs that command.", file=sys.stderr)
+        return 127
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(sys.argv[1:]))

@@ -112,3 +112,8 @@ def test_makefile_and_dockerfile_install_from_the_locks():
     docker = (REPO / "Dockerfile").read_text()
     assert "COPY entrypoint/requirements.lock" in docker
     assert "--no-deps --only-binary=:all: -r /src/requirements.lock" in docker
+    # the image builds the project with the locked build backend, without build isolation
+    test = read_lock(TEST_LOCK)
+    for tool in ("setuptools", "wheel"):
+        assert f"{tool}=={test[tool]}" in docker, f"Dockerfile must install {tool}=={test[tool]} (tests/requirements.lock)"
+    assert "--no-build-isolation /src" in docker
