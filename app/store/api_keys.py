@@ -8,13 +8,12 @@ expiry is the caller's call (``ApiKey.is_expired(now)``).
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from typing import Any
 
 from app.core.model import ApiKey
 
-from .base import QueryBase, integrity_error
+from .base import IntegrityErrors, QueryBase, integrity_error
 from .codec import format_time, parse_time
 from .errors import Invalid, NotFound
 from .keygen import (
@@ -68,7 +67,7 @@ class ApiKeyQueries(QueryBase):
                     (prefix, hashed, format_time(expiration), format_time(self._now())),
                 )
                 key_id = int(cur.lastrowid or 0)
-        except sqlite3.IntegrityError as exc:
+        except IntegrityErrors as exc:
             raise integrity_error(exc, "api_key") from None
         return await self.get_api_key(key_id), f"{API_KEY_PREFIX}{prefix}-{secret}"
 

@@ -11,7 +11,9 @@
 | keys, IPs                   | their text form (``nodekey:…``, ``100.64.0.1``); nil is NULL |
 
 We always write UTC (``+00:00``) and microseconds at most; we read any offset and any
-fraction length and return aware UTC datetimes.
+fraction length and return aware UTC datetimes. On PostgreSQL (headscale's GORM types) the
+same text goes into ``timestamptz`` columns, booleans are ``boolean`` and hashes ``bytea``;
+what comes back (datetime, bool, bytes) decodes through the same functions.
 """
 
 from __future__ import annotations
@@ -42,9 +44,17 @@ def format_time(value: datetime | None) -> str | None:
 
 
 def parse_time(text: Any) -> datetime | None:
-    """Column value → aware UTC datetime; NULL (and unparseable junk) → None."""
+    """Column value → aware UTC datetime; NULL (and unparseable junk) → None. PostgreSQL's
+    ``timestamptz`` arrives as a datetime already."""
     if text is None:
         return None
+    if isinstance(text, datetime):
+        if text.tzinfo is None:
+            return text.replace(tzinfo=UTC)
+        try:
+            return text.astimezone(UTC)
+        except OverflowError:  # year 1 with a positive offset
+            return ZERO_TIME
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     if not isinstance(text, str):

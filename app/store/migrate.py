@@ -18,6 +18,7 @@ record migration ids we do not know (written by something newer than us).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from collections.abc import Sequence
@@ -26,10 +27,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .codec import format_time
+from .dialect import POSTGRES, PgSyncConn, ddl_for, dialect_of, tables
 from .errors import MigrationError, StoreError
 from .migrations import OWN_PREFIX, Context, Migration, headscale_migrations, load_own
-from .migrations.headscale import LEGACY_IDS, has_table
-from .schema import FOREIGN_TABLES, create_statement, layout_diff_against, read_layout, schema_statements
+from .migrations.headscale import LEGACY_IDS, columns, has_table
+from .schema import (
+    FOREIGN_TABLES,
+    HA_TABLES,
+    IGNORED_TABLES,
+    create_statement,
+    layout_diff_against,
+    read_layout,
+    schema_statements,
+)
 
 # The headscale release whose layout we keep; stored in database_versions for headscale's
 # own upgrade-path check (it allows the same minor and the next one).
@@ -46,12 +56,9 @@ class MigrationReport:
 
 
 def detect(conn: sqlite3.Connection) -> str:
-    tables = {
-        name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        if not name.startswith("sqlite_") and name not in FOREIGN_TABLES
-    }
-    recorded = _recorded(conn) if "migrations" in tables else []
-    if not recorded and tables <= {"migrations"}:
+    found = {name for name in tables(conn) if not name.startswith("sqlite_") and name not in FOREIGN_TABLES | HA_TABLES}
+    recorded = _recorded(conn) if "migrations" in found else []
+    if not recorded and found <= {"migrations"}:
         return "fresh"
     if any(r.startswith(OWN_PREFIX) for r in recorded):
         return "pyheadscale"
@@ -99,29 +106,46 @@ def _store_version(conn: sqlite3.Connection, now: str) -> None:
 
 
 def _create_fresh(conn: sqlite3.Connection) -> list[str]:
+    kind = dialect_of(conn)
     for stmt in schema_statements():
         words = stmt.split(None, 3)
         if len(words) > 2 and words[1].upper() == "TABLE" and words[2].split("(")[0] == "migrations":
-            conn.execute(stmt.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
-        else:
-            conn.execute(stmt)
+            stmt = stmt.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1)
+        conn.execute(ddl_for(kind, stmt))
     # What headscale's gormigrate InitSchema records: its marker plus every migration id.
     ids = ["SCHEMA_INIT", *(m.id for m in headscale_migrations())]
-    conn.executemany("INSERT OR IGNORE INTO migrations (id) VALUES (?)", [(i,) for i in ids])
+    conn.executemany("INSERT INTO migrations (id) VALUES (?) ON CONFLICT DO NOTHING", [(i,) for i in ids])
     return ids
 
 
 def _target_diff(conn: sqlite3.Connection, own: Sequence[Migration], ctx: Context) -> list[str]:
-    """Layout of schema.sql with our migrations applied, compared with the file."""
+    """Layout of schema.sql with our migrations applied, compared with the file. On PostgreSQL
+    (no headscale digest there either: GORM made the tables) the tables and their column names
+    are compared."""
     mem = sqlite3.connect(":memory:", isolation_level=None)
     try:
         for stmt in schema_statements():
             mem.execute(stmt)
         for mig in own:
             mig.apply(mem, ctx)
-        return layout_diff_against(conn, read_layout(mem))
+        if dialect_of(conn) != POSTGRES:
+            return layout_diff_against(conn, read_layout(mem))
+        return _names_diff(conn, mem)
     finally:
         mem.close()
+
+
+def _names_diff(conn: PgSyncConn, want: sqlite3.Connection) -> list[str]:
+    have_tables = {t for t in tables(conn) if t not in IGNORED_TABLES}
+    want_tables = {t for t in tables(want) if not t.startswith("sqlite_")}
+    problems = [f"unexpected table {t!r}" for t in sorted(have_tables - want_tables)]
+    problems += [f"missing table {t!r}" for t in sorted(want_tables - have_tables)]
+    for table in sorted(have_tables & want_tables):
+        extra = sorted(set(columns(conn, table)) - set(columns(want, table)))
+        lacking = sorted(set(columns(want, table)) - set(columns(conn, table)))
+        if extra or lacking:
+            problems.append(f"table {table!r} columns differ: unexpected {extra}, expected {lacking}")
+    return problems
 
 
 def migrate(
@@ -137,6 +161,8 @@ def migrate(
     headscale's policy mode was ``file``."""
     own = tuple(load_own() if own is None else own)
     ctx = Context(policy=policy, now=format_time(now or datetime.now(UTC)) or "")
+    if dialect_of(conn) == POSTGRES:
+        return _migrate_postgres(conn, own, ctx)
     fk_before = conn.execute("PRAGMA foreign_keys").fetchone()[0]
     conn.execute("PRAGMA foreign_keys = OFF")  # no-op inside a transaction: set it first
     try:
@@ -155,6 +181,26 @@ def migrate(
             raise MigrationError(f"migration failed, database left unchanged: {exc}", entity="database") from exc
     finally:
         conn.execute(f"PRAGMA foreign_keys = {'ON' if fk_before else 'OFF'}")
+
+
+# Held for the migration transaction, so that servers starting together migrate one at a time.
+MIGRATION_LOCK_KEY = 0x68736D6967  # "hsmig"
+
+
+def _migrate_postgres(conn: PgSyncConn, own: Sequence[Migration], ctx: Context) -> MigrationReport:
+    """The same steps in one PostgreSQL transaction (constraints are always enforced there)."""
+    conn.execute("BEGIN")
+    try:
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_KEY,))
+        report = _migrate_in_transaction(conn, own, ctx)
+        conn.execute("COMMIT")
+        return report
+    except BaseException as exc:
+        with contextlib.suppress(Exception):  # a lost connection: PostgreSQL rolled back itself
+            conn.execute("ROLLBACK")
+        if isinstance(exc, StoreError) or not isinstance(exc, Exception):
+            raise
+        raise MigrationError(f"migration failed, database left unchanged: {exc}", entity="database") from exc
 
 
 def _migrate_in_transaction(conn: sqlite3.Connection, own: Sequence[Migration], ctx: Context) -> MigrationReport:
@@ -198,12 +244,12 @@ def _migrate_in_transaction(conn: sqlite3.Connection, own: Sequence[Migration], 
         applied.append(mig.id)
 
     if not has_table(conn, "database_versions"):  # headscale < 0.29 did not have it
-        conn.execute(create_statement("database_versions"))
+        conn.execute(ddl_for(dialect_of(conn), create_statement("database_versions")))
     problems = _target_diff(conn, own, ctx)
     if problems:
         raise MigrationError("database layout does not match after migrating: " + "; ".join(problems),
                              entity="database")
-    violations = conn.execute("PRAGMA foreign_key_check").fetchall()
+    violations = [] if dialect_of(conn) == POSTGRES else conn.execute("PRAGMA foreign_key_check").fetchall()
     if violations:
         shown = ", ".join(f"{t} row {r} → {p}" for t, r, p, _ in violations[:10])
         raise MigrationError(f"foreign key violations after migrating: {shown}", entity="database")
@@ -232,3 +278,15 @@ def migrate_file(path: str, *, policy: str | None = None) -> None:
     """Synchronous entry point for the appliance's import step (no event loop needed).
     Raises MigrationError and leaves the file unchanged on failure."""
     migrate_path(path, policy=policy)
+
+
+def migrate_postgres(conninfo: str, *, policy: str | None = None) -> MigrationReport:
+    """Run pending migrations on a PostgreSQL database (libpq conninfo or URL)."""
+    import psycopg
+
+    raw = psycopg.connect(conninfo, autocommit=True, connect_timeout=10, application_name="headscale-migrate")
+    conn = PgSyncConn(raw)
+    try:
+        return migrate(conn, policy=policy)  # type: ignore[arg-type]
+    finally:
+        conn.close()

@@ -9,14 +9,13 @@ deletes node rows outright).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from app.core.model import Node
 
-from .base import QueryBase, integrity_error
+from .base import IntegrityErrors, QueryBase, integrity_error
 from .codec import (
     decode_list,
     decode_object,
@@ -103,7 +102,7 @@ class NodeQueries(QueryBase):
                     (*_values(node), created, format_time(now)),
                 )
                 node_id = int(cur.lastrowid or 0)
-        except sqlite3.IntegrityError as exc:
+        except IntegrityErrors as exc:
             raise integrity_error(exc, "node") from None
         return await self.get_node(node_id)
 
@@ -118,7 +117,7 @@ class NodeQueries(QueryBase):
                 )
                 if cur.rowcount == 0:
                     raise NotFound(f"node {node.id} not found", entity="node")
-        except sqlite3.IntegrityError as exc:
+        except IntegrityErrors as exc:
             raise integrity_error(exc, "node") from None
         return await self.get_node(node.id)
 

@@ -10,14 +10,13 @@ the key and checks the secret; whether it is expired or used up is the caller's 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from app.core.model import PreAuthKey
 
-from .base import QueryBase, integrity_error
+from .base import IntegrityErrors, QueryBase, integrity_error
 from .codec import decode_list, encode_list, format_time, parse_bool, parse_time
 from .errors import Conflict, Invalid, NotFound
 from .keygen import (
@@ -83,12 +82,12 @@ class PreAuthKeyQueries(QueryBase):
                         raise NotFound(f"user {user_id} not found", entity="user")
                 cur = await conn.execute(
                     "INSERT INTO pre_auth_keys (key, prefix, hash, user_id, reusable, ephemeral, used, tags,"
-                    " expiration, created_at) VALUES ('', ?, ?, ?, ?, ?, 0, ?, ?, ?)",
-                    (prefix, hashed, user_id, int(reusable), int(ephemeral), encode_list(clean_tags),
+                    " expiration, created_at) VALUES ('', ?, ?, ?, ?, ?, false, ?, ?, ?)",
+                    (prefix, hashed, user_id, bool(reusable), bool(ephemeral), encode_list(clean_tags),
                      format_time(expiration), format_time(self._now())),
                 )
                 key_id = int(cur.lastrowid or 0)
-        except sqlite3.IntegrityError as exc:
+        except IntegrityErrors as exc:
             raise integrity_error(exc, "pre_auth_key") from None
         return await self.get_pre_auth_key(key_id), f"{AUTH_KEY_PREFIX}{prefix}-{secret}"
 
@@ -145,8 +144,8 @@ class PreAuthKeyQueries(QueryBase):
         registrations racing)."""
         async with self._write() as conn:
             cur = await conn.execute(
-                "UPDATE pre_auth_keys SET used = 1"
-                " WHERE id = ? AND (used IS NULL OR used = 0 OR used = 'false')", (key_id,)
+                "UPDATE pre_auth_keys SET used = true"
+                " WHERE id = ? AND (used IS NULL OR used = false OR used = 'false')", (key_id,)
             )
             if cur.rowcount == 0:
                 exists = await conn.execute_fetchall("SELECT 1 FROM pre_auth_keys WHERE id = ?", (key_id,))

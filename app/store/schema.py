@@ -15,7 +15,9 @@ from importlib import resources
 
 # Tables that are not ours and must never be touched or reported (Litestream 0.3.x).
 FOREIGN_TABLES = frozenset({"_litestream_seq", "_litestream_lock"})
-IGNORED_TABLES = FOREIGN_TABLES | {"sqlite_sequence", "_schema_history"}
+# The HA lease (ha.py, PostgreSQL only): created on demand, outside headscale's layout.
+HA_TABLES = frozenset({"pyheadscale_ha_lease", "pyheadscale_ha_epochs"})
+IGNORED_TABLES = FOREIGN_TABLES | HA_TABLES | {"sqlite_sequence", "_schema_history"}
 
 SCHEMA_TABLES = ("migrations", "users", "pre_auth_keys", "api_keys", "nodes", "policies", "database_versions")
 

@@ -9,13 +9,12 @@ headscale releases (``deleted_at`` set) are invisible, as under GORM's default s
 
 from __future__ import annotations
 
-import sqlite3
 import unicodedata
 from typing import Any
 
 from app.core.model import RegisterMethod, User
 
-from .base import QueryBase, integrity_error
+from .base import IntegrityErrors, QueryBase, integrity_error
 from .codec import format_time, parse_time
 from .errors import Conflict, Invalid, NotFound
 
@@ -85,7 +84,7 @@ class UserQueries(QueryBase):
                     (name, display_name, email, provider_identifier, provider, profile_pic_url, now, now),
                 )
                 user_id = cur.lastrowid
-        except sqlite3.IntegrityError as exc:
+        except IntegrityErrors as exc:
             raise integrity_error(exc, "user") from None
         return await self.get_user(int(user_id or 0))
 
@@ -139,7 +138,7 @@ class UserQueries(QueryBase):
                 )
                 if cur.rowcount == 0:
                     raise NotFound(f"user {user_id} not found", entity="user")
-        except sqlite3.IntegrityError as exc:
+        except IntegrityErrors as exc:
             raise integrity_error(exc, "user") from None
         return await self.get_user(user_id)
 
@@ -155,7 +154,7 @@ class UserQueries(QueryBase):
                 )
                 if cur.rowcount == 0:
                     raise NotFound(f"user {user.id} not found", entity="user")
-        except sqlite3.IntegrityError as exc:
+        except IntegrityErrors as exc:
             raise integrity_error(exc, "user") from None
         return await self.get_user(user.id)
 

@@ -44,8 +44,35 @@ def clock() -> FakeClock:
     return FakeClock(T0)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-async def db(tmp_path: Path, clock: FakeClock):
+async def db(tmp_path: Path, clock: FakeClock, engine: str, request):
+    """A fresh, migrated database on each engine (PostgreSQL: a new database in the session's
+    cluster)."""
+    if engine == "sqlite":
+        database = await Database.open(str(tmp_path / "db.sqlite"), clock=clock)
+        try:
+            yield database
+        finally:
+            await database.close()
+        return
+    cluster = request.getfixturevalue("postgres")
+    name = cluster.create_database(template=cluster.migrated_template())
+    database = await Database.open_postgres(cluster.url(name), clock=clock, max_open=4, max_idle=1)
+    try:
+        yield database
+    finally:
+        await database.close()
+        cluster.drop_database(name)
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path, clock: FakeClock):
+    """For tests about the SQLite file itself (pragmas, file layout)."""
     database = await Database.open(str(tmp_path / "db.sqlite"), clock=clock)
     try:
         yield database

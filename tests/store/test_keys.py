@@ -51,7 +51,7 @@ async def test_legacy_plaintext_pre_auth_key(db):
     async with db._write() as conn:
         await conn.execute(
             "INSERT INTO pre_auth_keys (key, user_id, reusable, ephemeral, used, tags, created_at)"
-            " VALUES ('09b28f1b3c5e2a7d', ?, 0, 1, 0, NULL, '2024-09-27 10:00:00+00:00')", (user.id,))
+            " VALUES ('09b28f1b3c5e2a7d', ?, false, true, false, NULL, '2024-09-27 10:00:00+00:00')", (user.id,))
     rec = await db.validate_pre_auth_key("09b28f1b3c5e2a7d")
     assert rec.prefix == "" and rec.ephemeral and rec.masked == "***"
     with pytest.raises(NotFound):

@@ -209,8 +209,8 @@ async def test_litestream_tables_on_a_fresh_file_are_left_alone(tmp_path, clock)
     assert conn.execute("SELECT count(*) FROM _litestream_lock").fetchone() == (0,)
 
 
-async def test_open_sets_the_pragmas(db):
-    async with db._read() as conn:
+async def test_open_sets_the_pragmas(sqlite_db):
+    async with sqlite_db._read() as conn:
         assert (await conn.execute_fetchall("PRAGMA journal_mode"))[0][0] == "wal"
         assert (await conn.execute_fetchall("PRAGMA foreign_keys"))[0][0] == 1
         assert (await conn.execute_fetchall("PRAGMA busy_timeout"))[0][0] >= 5000

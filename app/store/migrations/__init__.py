@@ -7,8 +7,9 @@ Two kinds, applied in this order:
    skips them; a file we migrate gets them recorded, so headscale 0.29 finds nothing to do.
 2. ours: files ``NNNN_name.sql`` or ``NNNN_name.py`` in this directory (id
    ``pyheadscale-NNNN-name``). Append-only: never edit, rename or reorder a shipped one. A
-   ``.py`` file defines ``migrate(conn: sqlite3.Connection) -> None``; a ``.sql`` file holds
-   plain statements. They run inside the one migration transaction: no COMMIT, no PRAGMA
+   ``.py`` file defines ``migrate(conn) -> None``; a ``.sql`` file holds plain statements.
+   Both run on SQLite and on PostgreSQL (``conn.dialect`` tells which; ``?`` placeholders and
+   schema.sql's column types work on both, see dialect.py). They run inside the one migration transaction: no COMMIT, no PRAGMA
    that cannot run in a transaction. Keep in mind that any table or column added here makes
    the file fail headscale 0.29's start-up schema check.
 
@@ -47,13 +48,14 @@ class Migration:
 
 
 def _sql_migration(path: Path) -> Callable[[sqlite3.Connection, Context], None]:
+    from ..dialect import ddl_for, dialect_of
     from ..schema import split_sql
 
     statements = split_sql(path.read_text())
 
     def apply(conn: sqlite3.Connection, ctx: Context) -> None:
         for stmt in statements:
-            conn.execute(stmt)
+            conn.execute(ddl_for(dialect_of(conn), stmt))
 
     return apply
 

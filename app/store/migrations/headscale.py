@@ -20,6 +20,7 @@ import json
 import sqlite3
 from urllib.parse import urlsplit, urlunsplit
 
+from .. import dialect
 from ..codec import decode_list, decode_object, encode_list
 from ..schema import create_statement, index_statements
 from . import Context, Migration
@@ -36,12 +37,11 @@ REBUILT_TABLES = ("users", "pre_auth_keys", "api_keys", "nodes", "policies")
 
 
 def has_table(conn: sqlite3.Connection, name: str) -> bool:
-    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone()
-    return row is not None
+    return dialect.has_table(conn, name)
 
 
 def columns(conn: sqlite3.Connection, table: str) -> list[str]:
-    return [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')]
+    return dialect.columns(conn, table)
 
 
 # --- 0.25 -------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def routes_to_approved_routes(conn: sqlite3.Connection, ctx: Context) -> None:
 def add_last_seen(conn: sqlite3.Connection, ctx: Context) -> None:
     """202505091439: some 0.26 betas dropped ``nodes.last_seen``; put it back."""
     if has_table(conn, "nodes") and "last_seen" not in columns(conn, "nodes"):
-        conn.execute("ALTER TABLE nodes ADD COLUMN last_seen datetime")
+        conn.execute(dialect.ddl_for(dialect.dialect_of(conn), "ALTER TABLE nodes ADD COLUMN last_seen datetime"))
 
 
 def clean_identifier(identifier: str) -> str:
@@ -154,7 +154,10 @@ def clean_provider_identifiers(conn: sqlite3.Connection, ctx: Context) -> None:
 def rebuild_tables(conn: sqlite3.Connection, ctx: Context) -> None:
     """202507021200: recreate users, pre_auth_keys, api_keys, nodes and policies in the exact
     layout, keeping every row (and each table's AUTOINCREMENT counter); drop a leftover
-    routes table."""
+    routes table. SQLite only, as in headscale (PostgreSQL tables were made by GORM and are
+    left as they are)."""
+    if dialect.dialect_of(conn) == dialect.POSTGRES:
+        return
     conn.execute("DROP TABLE IF EXISTS routes")
     sequences = {}
     if has_table(conn, "sqlite_sequence"):
@@ -210,7 +213,7 @@ def pre_auth_key_prefix_hash(conn: sqlite3.Connection, ctx: Context) -> None:
     if "prefix" not in cols:
         conn.execute("ALTER TABLE pre_auth_keys ADD COLUMN prefix text")
     if "hash" not in cols:
-        conn.execute("ALTER TABLE pre_auth_keys ADD COLUMN hash blob")
+        conn.execute(dialect.ddl_for(dialect.dialect_of(conn), "ALTER TABLE pre_auth_keys ADD COLUMN hash blob"))
     conn.execute(create_statement("idx_pre_auth_keys_prefix").replace("INDEX ", "INDEX IF NOT EXISTS ", 1))
 
 

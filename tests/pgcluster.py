@@ -1,4 +1,5 @@
-"""A real PostgreSQL server for the converter tests, started in a temporary directory.
+"""A real PostgreSQL server for the tests (store on both engines, engine moves, HA), started
+once per session in a temporary directory (fixture ``postgres`` in tests/conftest.py).
 
 PostgreSQL refuses to run as root: as root the cluster is run as the `postgres` user of the
 apt package (via runuser); otherwise as the current user. It listens on 127.0.0.1 only, on a
@@ -12,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,7 @@ class Cluster:
             self.as_user = [runuser, "-u", "postgres", "--"]
             shutil.chown(self.dir, "postgres", "postgres")
         os.chmod(self.dir, 0o700)
+        self.host = "127.0.0.1"
         self.admin_password = "admin-pw"
 
     def run(self, *argv: str, input: str | None = None) -> subprocess.CompletedProcess:
@@ -76,9 +79,30 @@ class Cluster:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres():
-    cluster = Cluster()
-    cluster.start()
-    yield cluster
-    cluster.stop()
+    def url(self, db: str, user: str = "postgres", password: str | None = None) -> str:
+        pw = self.admin_password if password is None else password
+        return f"postgresql://{user}:{pw}@127.0.0.1:{self.port}/{db}"
+
+    def admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(sql)
+
+    def create_database(self, prefix: str = "t", template: str | None = None) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        self.admin(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
+        return name
+
+    def drop_database(self, name: str) -> None:
+        self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def migrated_template(self) -> str:
+        """A database migrated once per session; copies of it are fresh migrated databases."""
+        if not getattr(self, "_template", None):
+            from app.store.migrate import migrate_postgres
+
+            name = self.create_database("template")
+            migrate_postgres(self.url(name))
+            self._template = name
+        return self._template
