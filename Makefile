@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # remade when the Makefile (its package list) changes
 APT_STAMP := /var/tmp/.pyheadscale-apt-installed
-APT_PACKAGES := iproute2 sqlite3 curl postgresql postgresql-client chromium libnss3-tools pebble nginx-light
+APT_PACKAGES := iproute2 sqlite3 curl postgresql postgresql-client chromium libnss3-tools pebble nginx-light podman buildah runc uidmap fuse-overlayfs slirp4netns containernetworking-plugins debootstrap
 
 .PHONY: venv lock run test test-fast fuzz bench lint apt npm clean
 
