@@ -27,6 +27,12 @@ PERMANENT = {
     "no identity matched any of the recipients":
         "AGE_SECRET_KEY cannot decrypt the replica in the bucket (wrong key?)",
     "no secret keys found": "AGE_SECRET_KEY is empty or unreadable for Litestream",
+    "failed to decrypt and authenticate payload chunk":
+        "the replica in the bucket is damaged (an object fails age authentication); list its "
+        "generations with `litestream generations` and restore an older one, or import a database",
+    "lz4: bad magic number":
+        "the replica in the bucket is damaged (an object is not LZ4 data); list its generations with "
+        "`litestream generations` and restore an older one, or import a database",
     "NoSuchBucket": "BUCKET_NAME does not exist at AWS_ENDPOINT_URL_S3",
     "InvalidAccessKeyId": "AWS_ACCESS_KEY_ID is not known to the S3 endpoint",
     "SignatureDoesNotMatch": "AWS_SECRET_ACCESS_KEY does not match AWS_ACCESS_KEY_ID",
