@@ -506,7 +506,7 @@ def test_every_problem_is_listed_at_once(tmp_path):
         "derp.urls: item 0 must start with http:// or https://",
         "derp.update_frequency: expected a duration",
         "node.ephemeral.inactivity_timeout: is set too low, must be more than 65s",
-        "database.type: PostgreSQL is not supported by this server; convert the database to SQLite with",
+        "database.postgres.host: must be set when database.type is postgres",
         "database.sqlite.wal_autocheckpoint: expected an integer",
         "tls_letsencrypt_challenge_type: must be one of HTTP-01, TLS-ALPN-01",
         "log.level: must be one of",

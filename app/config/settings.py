@@ -91,11 +91,6 @@ def _non_negative(v: float) -> str | None:
 
 
 def _database_type(v: str) -> str | None:
-    if v.lower() in ("postgres", "postgresql"):
-        return (
-            "PostgreSQL is not supported by this server; convert the database to SQLite with "
-            "headscale-back-to-sqlite and set database.type: sqlite"
-        )
     return None
 
 
@@ -225,8 +220,11 @@ SETTINGS: tuple[Setting, ...] = (
       "1s and less than probe_interval.", check=_non_negative),
     # --- database -----------------------------------------------------------------------------
     S("database.type", Str(), "sqlite",
-      "sqlite (or sqlite3). postgres is not supported by this server: convert the database "
-      "with headscale-back-to-sqlite.", choices=("sqlite", "sqlite3"), check=_database_type),
+      "sqlite (or sqlite3), or postgres (or postgresql): headscale's tables on a PostgreSQL "
+      "server (database.postgres.*). With postgres, several `headscale serve` processes may "
+      "share the database: one is active, the others stand by (README: Highly available "
+      "deployment).", choices=("sqlite", "sqlite3", "postgres", "postgresql"),
+      check=_database_type),
     S("database.debug", Bool(), False, "Log every SQL statement (needs log.level debug)."),
     S("database.gorm.prepare_stmt", Bool(), True, "GORM prepared statements.", compat_only=True),
     S("database.gorm.parameterized_queries", Bool(), True, "GORM parameterised queries.",
@@ -242,20 +240,23 @@ SETTINGS: tuple[Setting, ...] = (
     S("database.sqlite.wal_autocheckpoint", Int(), 1000,
       "WAL frames before an automatic checkpoint; 0 disables automatic checkpoints.",
       check=_non_negative),
-    S("database.postgres.host", Str(), "", "PostgreSQL host (not supported here).",
-      compat_only=True),
-    S("database.postgres.port", Int(), 0, "PostgreSQL port.", compat_only=True),
-    S("database.postgres.name", Str(), "", "PostgreSQL database name.", compat_only=True),
-    S("database.postgres.user", Str(), "", "PostgreSQL user.", compat_only=True),
-    S("database.postgres.pass", Str(), "", "PostgreSQL password.", secret=True,
-      compat_only=True),
-    S("database.postgres.ssl", Str(), "false", "PostgreSQL sslmode (true/false or a libpq "
-      "sslmode).", compat_only=True),
-    S("database.postgres.max_open_conns", Int(), 10, "PostgreSQL pool size.", compat_only=True),
-    S("database.postgres.max_idle_conns", Int(), 10, "PostgreSQL idle connections.",
-      compat_only=True),
+    S("database.postgres.host", Str(), "",
+      "PostgreSQL host name or address, or the directory of its unix socket. Required with "
+      "database.type postgres."),
+    S("database.postgres.port", Int(), 0, "PostgreSQL port; 0 means libpq's default (5432)."),
+    S("database.postgres.name", Str(), "", "PostgreSQL database name. Required with postgres."),
+    S("database.postgres.user", Str(), "", "PostgreSQL user. Required with postgres."),
+    S("database.postgres.pass", Str(), "", "PostgreSQL password (empty: none, or libpq's "
+      "PGPASSWORD / .pgpass).", secret=True),
+    S("database.postgres.ssl", Str(), "false", "TLS to PostgreSQL: false (sslmode disable), "
+      "true (libpq's default, prefer), or a libpq sslmode (require, verify-full, ...)."),
+    S("database.postgres.max_open_conns", Int(), 10,
+      "Most PostgreSQL connections the pool opens (plus one for the HA lease).",
+      check=_positive),
+    S("database.postgres.max_idle_conns", Int(), 10,
+      "PostgreSQL connections kept open while idle (at most max_open_conns).", check=_non_negative),
     S("database.postgres.conn_max_idle_time_secs", Int(), 3600,
-      "PostgreSQL idle connection lifetime (seconds).", compat_only=True),
+      "Seconds an idle PostgreSQL connection beyond max_idle_conns stays open.", check=_positive),
     # --- TLS ----------------------------------------------------------------------------------
     S("acme_url", URL(), "https://acme-v02.api.letsencrypt.org/directory",
       "ACME directory URL for Let's Encrypt."),

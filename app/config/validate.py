@@ -282,6 +282,18 @@ def _listeners(c: Checker) -> None:
         c.problem("metrics_listen_addr: must differ from listen_addr")
 
 
+@rule("database.type", "database.postgres.host", "database.postgres.name", "database.postgres.user")
+def _postgres(c: Checker) -> None:
+    if str(c.v["database.type"]).lower() not in ("postgres", "postgresql"):
+        return
+    for key in ("host", "name", "user"):
+        if not c.v[f"database.postgres.{key}"]:
+            c.problem(f"database.postgres.{key}: must be set when database.type is postgres")
+    if c.v["database.postgres.max_idle_conns"] > c.v["database.postgres.max_open_conns"]:
+        c.warn("database.postgres.max_idle_conns is larger than max_open_conns; "
+               "at most max_open_conns stay open")
+
+
 def expand_env(text: str, env: Mapping[str, str]) -> str:
     """``$VAR`` / ``${VAR}`` expansion against ``env`` (unknown variables become empty, as in Go)."""
     def sub(m: re.Match[str]) -> str:

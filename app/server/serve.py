@@ -131,13 +131,14 @@ def load_derp_map(cfg: Any, fetch_urls: bool = True) -> dict[str, Any]:
 
 # ---- build and run ------------------------------------------------------------------------
 
-async def build(cfg: Any) -> Services:
-    from app.store import Database
+async def build(cfg: Any, db: Any = None) -> Services:
+    """Everything ``start`` serves; ``db`` is an already open Database (HA takeover) or None
+    to open the one the config names."""
+    from app.server.database import open_database
 
     noise_private = read_or_create_private_key(cfg.noise.private_key_path)
-    db_path = cfg.database.sqlite.path
-    os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
-    db = await Database.open(db_path)
+    if db is None:
+        db = await open_database(cfg)
     configure_trusted_proxies(cfg.trusted_proxies or [])
     state = State(db, cfg)
     await state.load()
@@ -339,6 +340,13 @@ async def _derp_refresh(s: Services) -> None:
 
 
 async def run(cfg: Any, ready: asyncio.Event | None = None, stop_event: asyncio.Event | None = None) -> None:
+    from app.server.database import is_postgres
+
+    if is_postgres(cfg):  # one active server per database, the others stand by (ha.py)
+        from app.server.ha import run_ha
+
+        await run_ha(cfg, ready, stop_event)
+        return
     services = await build(cfg)
     await start(services)
     # The tailnet loaded at start lives as long as the process: move it out of the collector's

@@ -32,12 +32,10 @@ from .errors import Invalid
 from .migrate import MigrationReport, migrate_path, migrate_postgres
 from .nodes import NodeQueries
 from .policy import PolicyQueries
-from . import sqllog
 from .preauth_keys import PreAuthKeyQueries
 from .users import UserQueries
 
 BUSY_TIMEOUT_MS = 10_000
-SYNCHRONOUS = "NORMAL"
 
 
 class Database(UserQueries, NodeQueries, PreAuthKeyQueries, ApiKeyQueries, PolicyQueries):
@@ -55,12 +53,10 @@ class Database(UserQueries, NodeQueries, PreAuthKeyQueries, ApiKeyQueries, Polic
         return self._engine.dialect
 
     @classmethod
-    async def open(cls, path: str, *, clock: Clock | None = None, policy: str | None = None,
-                   sql_debug: bool = False) -> Database:
+    async def open(cls, path: str, *, clock: Clock | None = None, policy: str | None = None) -> Database:
         """Open (creating and migrating as needed). ``policy`` is the policy file's text when
         the policy lives in a file, for the one migration that reads it. ``path`` must be a
-        file: migration runs on its own connection first, which ``:memory:`` cannot share.
-        ``sql_debug`` (``database.debug``) logs every statement, literals redacted (sqllog.py)."""
+        file: migration runs on its own connection first, which ``:memory:`` cannot share."""
         if path == ":memory:" or path.startswith("file::memory:"):
             raise Invalid("Database.open needs a file path, not an in-memory database", entity="database")
         report = await asyncio.to_thread(migrate_path, path, policy=policy)
@@ -68,10 +64,8 @@ class Database(UserQueries, NodeQueries, PreAuthKeyQueries, ApiKeyQueries, Polic
         try:
             await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
+            await conn.execute("PRAGMA synchronous = NORMAL")
             await conn.execute("PRAGMA foreign_keys = ON")
-            if sql_debug:
-                await conn.set_trace_callback(sqllog.trace)
         except BaseException:
             await conn.close()
             raise
