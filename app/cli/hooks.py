@@ -9,6 +9,11 @@ so work that needs them is handed over through these callables.
     ``policy_text`` against the database's users and nodes; return ""). Raise any exception
     with a one-line message to report an error.
 
+``database_copy(cfg, target, progress) -> dict[str, int]``
+    For ``headscale database copy --to TARGET``: copy the database ``cfg`` names into
+    ``target`` (PostgreSQL URL or SQLite path); returns rows per table; ``progress(line)``
+    reports steps.
+
 ``serve(argv) -> int``
     ``headscale serve`` when it reaches the CLI (app.main normally dispatches it first).
 """
@@ -20,6 +25,7 @@ from typing import Any
 
 offline_policy: Callable[[str, Any, str | None], str] | None = None
 serve: Callable[[list[str]], int] | None = None
+database_copy: Callable[[Any, str, Callable[[str], None]], dict[str, int]] | None = None
 
 
 def set_offline_policy(fn: Callable[[str, Any, str | None], str] | None) -> None:
@@ -30,3 +36,8 @@ def set_offline_policy(fn: Callable[[str, Any, str | None], str] | None) -> None
 def set_serve(fn: Callable[[list[str]], int] | None) -> None:
     global serve
     serve = fn
+
+
+def set_database_copy(fn: Callable[[Any, str, Callable[[str], None]], dict[str, int]] | None) -> None:
+    global database_copy
+    database_copy = fn

@@ -15,11 +15,11 @@ from datetime import datetime
 from typing import IO
 
 from app.cli.client import CliError
-from app.cli.commands import auth, keys, local, nodes, policy, users
+from app.cli.commands import auth, database, keys, local, nodes, policy, users
 from app.cli.context import Context
 from app.cli.output import FORMATS
 
-GROUPS = (local, users, nodes, keys, auth, policy)
+GROUPS = (local, users, nodes, keys, auth, policy, database)
 BOOL_FLAGS = {"--force", "--reusable", "--ephemeral", "--disable", "--dev",
               "--bypass-server-and-access-database-directly", "--bypass-grpc-and-access-database-directly"}
 
