@@ -9,6 +9,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
@@ -33,8 +34,10 @@ def public_of(private: bytes) -> bytes:
     )
 
 
-async def fetch_key(host: str, port: int, version: int = 130) -> bytes:
-    reader, writer = await asyncio.open_connection(host, port)
+async def fetch_key(host: str, port: int, version: int = 130, tls: ssl.SSLContext | None = None,
+                    server_name: str | None = None) -> bytes:
+    reader, writer = await asyncio.open_connection(host, port, ssl=tls,
+                                                   server_hostname=(server_name or host) if tls else None)
     try:
         writer.write(f"GET /key?v={version} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         await writer.drain()
@@ -57,7 +60,9 @@ class StreamState:
 class ControlClient:
     def __init__(self, host: str, port: int, *, machine_private: bytes | None = None,
                  node_private: bytes | None = None, disco_private: bytes | None = None,
-                 version: int = 130, websocket: bool = False) -> None:
+                 version: int = 130, websocket: bool = False, tls: ssl.SSLContext | None = None,
+                 server_name: str | None = None) -> None:
+        self.tls, self.server_name = tls, server_name   # https:// control (server_name: SNI and checks)
         self.host, self.port, self.version = host, port, version
         self.websocket = websocket   # GET /ts2021 over WebSocket, as Tailscale's JS/WASM client
         self.machine_private = machine_private or keys.new_private()
@@ -84,14 +89,17 @@ class ControlClient:
         return keys.format_key(public_of(self.disco_private), keys.DISCO_PUBLIC)
 
     async def connect(self, server_public: bytes | None = None) -> None:
-        server_public = server_public or await fetch_key(self.host, self.port, self.version)
+        server_public = server_public or await fetch_key(self.host, self.port, self.version, self.tls,
+                                                         self.server_name)
         init = Initiator(self.machine_private, server_public, self.version, keys.new_private())
         hs = base64.b64encode(init.initiation()).decode()
         if self.websocket:
             target = "/ts2021?" + urlencode({"X-Tailscale-Handshake": hs})
-            reader, writer = await open_websocket(self.host, self.port, target, "tailscale-control-protocol")
+            reader, writer = await open_websocket(self.host, self.port, target, "tailscale-control-protocol",
+                                                  self.tls, self.server_name)
         else:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
+            reader, writer = await asyncio.open_connection(
+                self.host, self.port, ssl=self.tls, server_hostname=(self.server_name or self.host) if self.tls else None)
             writer.write(
                 f"POST /ts2021 HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: tailscale-control-protocol\r\n"
                 f"Connection: upgrade\r\nX-Tailscale-Handshake: {hs}\r\n\r\n".encode()

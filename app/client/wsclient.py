@@ -91,9 +91,10 @@ class WSClientWriter:
 
 
 async def open_websocket(host: str, port: int, target: str, subprotocol: str,
-                         tls: ssl.SSLContext | None = None) -> tuple[WSClientReader, WSClientWriter]:
+                         tls: ssl.SSLContext | None = None,
+                         server_name: str | None = None) -> tuple[WSClientReader, WSClientWriter]:
     reader, writer = await asyncio.open_connection(host, port, ssl=tls,
-                                                   server_hostname=host if tls else None)
+                                                   server_hostname=(server_name or host) if tls else None)
     ws = WSConnection(ConnectionType.CLIENT)
     writer.write(ws.send(Request(host=f"{host}:{port}", target=target, subprotocols=[subprotocol])))
     await writer.drain()

@@ -271,6 +271,10 @@ SETTINGS: tuple[Setting, ...] = (
       choices=("HTTP-01", "TLS-ALPN-01")),
     S("tls_letsencrypt_listen", HostPort(), ":http",
       "Where the HTTP-01 challenge listener binds (:http = port 80)."),
+    S("tls_letsencrypt_renew_before", Duration(), "720h",
+      "How long before expiry the ACME certificate is renewed (not a headscale key; headscale "
+      "renews 30 days early, like this default). Renewal failures retry with backoff while the "
+      "current certificate stays in service.", check=_positive),
     S("tls_cert_path", Path(), "", "TLS certificate (PEM). Set together with tls_key_path."),
     S("tls_key_path", Path(), "", "TLS private key (PEM). Set together with tls_cert_path."),
     # --- log ----------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import yaml
 from app.core import derpmap, keys
 from app.core.map.builder import MapSettings, dns_config
 from app.server import metrics
+from app.server.acme_tls import AcmeTLS
 from app.server.clientaddr import configure as configure_trusted_proxies
 from app.server.control_routes import ControlRoutes
 from app.server.edge import Edge
@@ -220,10 +221,17 @@ async def start(services: Services) -> None:
     edge = Edge(app, upgrades=upgrades)
     services.edges.append(edge)
     tls = tls_context(cfg)
+    acme = AcmeTLS(cfg) if cfg.tls_letsencrypt_hostname else None   # automatic TLS (ACME)
+    if acme is not None:
+        tls = acme.context
     services.tls = tls
     host, port = split_hostport(cfg.listen_addr, 8080)
     server = await edge.listen_tcp(host, port, tls)
     services.addresses["listen"] = server.sockets[0].getsockname()[:2]
+    if acme is not None:
+        services.acme = acme
+        await acme.start()   # the certificate (cache or new order) before anything else starts
+        services.tasks.append(acme.task)
 
     if cfg.unix_socket:
         admin = Edge(app, upgrades={}, trusted=True)
@@ -285,7 +293,7 @@ async def reload(services: Services) -> None:
     """SIGHUP: re-read the policy file and the TLS certificate."""
     await services.policy.reload()
     tls = getattr(services, "tls", None)
-    if tls is not None:
+    if tls is not None and services.cfg.tls_cert_path:   # ACME certificates renew on their own
         try:
             tls.load_cert_chain(services.cfg.tls_cert_path, services.cfg.tls_key_path)
             log.info("TLS certificate reloaded")

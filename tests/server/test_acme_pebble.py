@@ -1,0 +1,184 @@
+"""Automatic TLS against a real ACME server (Debian's pebble, real validation), in process on
+loopback: both challenge types, cache reuse without a new order, renewal swapped in without a
+restart, and the bad inputs (broken directory, failing challenge, unreadable cache)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+import pytest
+
+from app.config import dev_config
+from app.core import acme as core_acme
+from app.server.serve import build, start, stop
+from tests.pebble import Pebble, free_port
+from tests.server.conftest import new_client, user_and_key
+
+HOST = "hs.acme.test"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def pebble(tmp_path, request):
+    ports = {"http": free_port(), "tls": free_port()}
+    p = Pebble(tmp_path, http_port=ports["http"], tls_port=ports["tls"])
+    p.ports = ports
+    p.start()
+    yield p
+    p.stop()
+
+
+def acme_config(tmp_path, pebble, challenge="HTTP-01", **extra):
+    overrides = {
+        "server_url": f"https://{HOST}:{pebble.ports['tls']}",
+        "listen_addr": f"127.0.0.1:{pebble.ports['tls']}",
+        "metrics_listen_addr": "",
+        "acme_url": pebble.directory,
+        "acme_email": "admin@example.com",
+        "tls_letsencrypt_hostname": HOST,
+        "tls_letsencrypt_cache_dir": str(tmp_path / "acme-cache"),
+        "tls_letsencrypt_challenge_type": challenge,
+        "tls_letsencrypt_listen": f"127.0.0.1:{pebble.ports['http']}",
+    }
+    overrides.update(extra)
+    return dev_config(str(tmp_path / "srv"), overrides=overrides)
+
+
+async def served_cert(addr, root) -> tuple[str, bytes]:
+    ctx = ssl.create_default_context(cafile=str(root))
+    reader, writer = await asyncio.open_connection(*addr, ssl=ctx, server_hostname=HOST)
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    body = await reader.read()
+    writer.close()
+    assert body.startswith(b"HTTP/1.1 200"), body[:100]
+    from cryptography import x509
+    return format(x509.load_der_x509_certificate(der).serial_number, "x"), der
+
+
+@pytest.fixture(autouse=True)
+def _trust_pebble_directory(pebble, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", str(pebble.ca))
+
+
+@pytest.mark.parametrize("challenge", ["HTTP-01", "TLS-ALPN-01"])
+async def test_certificate_obtained_at_start_and_reused_from_cache(tmp_path, pebble, challenge, caplog):
+    caplog.set_level(logging.INFO, logger="headscale.acme")
+    cfg = acme_config(tmp_path, pebble, challenge)
+    services = await build(cfg)
+    await start(services)
+    try:
+        root = pebble.root_pem(tmp_path / "root.pem")
+        serial, _ = await served_cert(services.addresses["listen"], root)
+        assert pebble.count("Added order") == 1
+        if challenge == "HTTP-01":
+            assert pebble.count("Attempting to validate w/ HTTP") >= 1
+        else:
+            assert pebble.count("Attempting to validate w/ HTTP") == 0
+            assert any("answering TLS-ALPN-01 challenge" in r.getMessage() for r in caplog.records)
+        assert pebble.count("set VALID by completed challenge") == 1
+        assert pebble.count(f"Issued certificate serial {serial}") == 1
+        # Control over the obtained certificate: our client speaks TS2021 through it.
+        _, key = await user_and_key(services)
+        c = await new_client(services, websocket=False, tls=ssl.create_default_context(cafile=str(root)),
+                             server_name=HOST)
+        assert (await c.register(key))["MachineAuthorized"] is True
+        await c.close()
+    finally:
+        await stop(services)
+    # A restart serves the cached certificate: no new order at the CA.
+    services = await build(acme_config(tmp_path, pebble, challenge))
+    await start(services)
+    try:
+        again, _ = await served_cert(services.addresses["listen"], root)
+        assert again == serial
+        assert pebble.count("Added order") == 1
+    finally:
+        await stop(services)
+
+
+async def test_renewal_swaps_the_certificate_without_restart(tmp_path, pebble, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="headscale.acme")
+    # A window longer than pebble's 5-year certificates: due at once, renewed every 2 s.
+    monkeypatch.setattr(core_acme, "RENEW_MIN_INTERVAL", 2.0)
+    services = await build(acme_config(tmp_path, pebble, tls_letsencrypt_renew_before="87600h"))
+    await start(services)
+    try:
+        root = pebble.root_pem(tmp_path / "root.pem")
+        addr = services.addresses["listen"]
+        first, _ = await served_cert(addr, root)
+        for _ in range(60):
+            await asyncio.sleep(0.5)
+            now, _ = await served_cert(addr, root)
+            if now != first:
+                break
+        assert now != first, "the renewed certificate was not served"
+        assert pebble.count("Added order") >= 2
+        assert any("serving certificate serial" in r.getMessage() for r in caplog.records)
+    finally:
+        await stop(services)
+
+
+async def test_broken_directory_first_start_refuses_clearly(tmp_path, pebble, monkeypatch):
+    monkeypatch.setattr("app.service.acme.FIRST_START_BACKOFF", 0.1)
+    cfg = acme_config(tmp_path, pebble, acme_url=f"https://127.0.0.1:{pebble.mgmt}/not-a-directory")
+    services = await build(cfg)
+    with pytest.raises(SystemExit) as exc:
+        await start(services)
+    await stop(services)
+    text = str(exc.value)
+    assert "could not obtain a TLS certificate for hs.acme.test" in text
+    assert "Traceback" not in text
+
+
+async def test_failing_challenge_refuses_clearly_then_cache_keeps_serving(tmp_path, pebble, monkeypatch, caplog):
+    monkeypatch.setattr("app.service.acme.FIRST_START_BACKOFF", 0.1)
+    caplog.set_level(logging.INFO, logger="headscale.acme")
+    # Nothing answers HTTP-01 where pebble looks (the responder listens elsewhere): validation fails.
+    cfg = acme_config(tmp_path, pebble, tls_letsencrypt_listen=f"127.0.0.1:{free_port()}")
+    services = await build(cfg)
+    with pytest.raises(SystemExit) as exc:
+        await start(services)
+    await stop(services)
+    assert "validation failed" in str(exc.value)
+    assert any("retrying in" in r.getMessage() for r in caplog.records)
+
+
+async def test_unreadable_cache_is_logged_and_replaced(tmp_path, pebble, caplog):
+    caplog.set_level(logging.INFO, logger="headscale.acme")
+    cache = tmp_path / "acme-cache"
+    cache.mkdir()
+    (cache / f"{HOST}.crt").write_text("not a certificate")
+    (cache / f"{HOST}.key").write_text("not a key")
+    services = await build(acme_config(tmp_path, pebble))
+    await start(services)
+    try:
+        root = pebble.root_pem(tmp_path / "root.pem")
+        await served_cert(services.addresses["listen"], root)
+        assert any("is unreadable" in r.getMessage() for r in caplog.records)
+        assert pebble.count("Added order") == 1
+    finally:
+        await stop(services)
+
+
+async def test_renewal_failure_keeps_serving_the_current_certificate(tmp_path, pebble, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="headscale.acme")
+    monkeypatch.setattr(core_acme, "RENEW_MIN_INTERVAL", 3.0)
+    services = await build(acme_config(tmp_path, pebble, tls_letsencrypt_renew_before="87600h"))
+    await start(services)
+    try:
+        root = pebble.root_pem(tmp_path / "root.pem")
+        addr = services.addresses["listen"]
+        first, _ = await served_cert(addr, root)
+        services.acme.manager.directory_url = f"https://127.0.0.1:{pebble.mgmt}/broken"
+        for _ in range(40):
+            await asyncio.sleep(0.25)
+            if any("certificate renewal for hs.acme.test failed" in r.getMessage() for r in caplog.records):
+                break
+        line = next(r.getMessage() for r in caplog.records if "certificate renewal" in r.getMessage())
+        assert f"still serving serial {first}" in line and "retrying in" in line
+        assert (await served_cert(addr, root))[0] == first
+    finally:
+        await stop(services)
