@@ -86,6 +86,7 @@ def dev_config(data_dir: str, *, overrides: dict | None = None) -> Config:
         "dns.base_domain": "tailnet.internal",
         "dns.override_local_dns": False,  # keep the developer's own DNS working
         "disable_check_updates": True,
+        "console.enabled": True,
     }
     dev.update(_flatten_overrides(overrides or {}, problems=[]))
     return build_config({}, {}, overrides=dev, source_path=None, validate=True)

@@ -349,6 +349,11 @@ SETTINGS: tuple[Setting, ...] = (
     S("cli.api_key", Str(), "", "API key the CLI sends in remote mode.", secret=True),
     S("cli.timeout", Duration(), "5s", "CLI request timeout.", check=_positive),
     S("cli.insecure", Bool(), False, "Do not verify the remote server's TLS certificate."),
+    # --- web console (this server's own; not in headscale) ---------------------------------
+    S("console.enabled", Bool(), False,
+      "Serve the web console at /admin on listen_addr (machines, users, keys, policy, pending "
+      "logins and SSH checks, DERP and metrics). Sign in with an API key (`headscale apikeys "
+      "create`). Not a headscale key."),
     # --- tuning -------------------------------------------------------------------------------
     S("tuning.register_cache_max_entries", Int(), 1024,
       "Maximum pending interactive registrations (oldest evicted first).",

@@ -106,6 +106,10 @@ def create_app(services) -> Quart:
 
     app.register_blueprint(api_blueprint())
     app.register_blueprint(apidoc_blueprint())
+    if services.cfg.get("console.enabled"):
+        from app.server.console import console_blueprint
+
+        app.register_blueprint(console_blueprint(services))
     api_error_handlers(app)
     if services.derp_blueprint is not None:
         app.register_blueprint(services.derp_blueprint)
