@@ -391,8 +391,11 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     lvl = {"trace": "DEBUG", "debug": "DEBUG", "info": "INFO", "warn": "WARNING", "warning": "WARNING",
            "error": "ERROR", "fatal": "CRITICAL", "panic": "CRITICAL"}.get(str(level).lower(), "INFO")
     if fmt == "json":
-        logging.basicConfig(level=lvl, stream=sys.stdout,
-                            format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+        from app.server.requestlog import JsonFormatter
+
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=lvl, handlers=[handler])
     else:
         logging.basicConfig(level=lvl, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
