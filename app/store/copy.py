@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from functools import lru_cache
 from typing import Any
 

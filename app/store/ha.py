@@ -39,10 +39,10 @@ LOCK_KEY = 0x6873686131  # "hsha1": the active server's session advisory lock
 _SETUP_KEY = 0x6873686130  # serialises the CREATE TABLEs of processes starting together
 
 _SETUP = (
-    "CREATE TABLE IF NOT EXISTS pyheadscale_ha_lease (id integer PRIMARY KEY CHECK (id = 1),"
-    " epoch bigint NOT NULL, holder text NOT NULL, acquired_at timestamptz NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS pyheadscale_ha_epochs (epoch bigint PRIMARY KEY, holder text NOT NULL,"
-    " started_at timestamptz NOT NULL, writes bigint NOT NULL DEFAULT 0, last_write_at timestamptz)",
+    ("CREATE TABLE IF NOT EXISTS pyheadscale_ha_lease (id integer PRIMARY KEY CHECK (id = 1),"
+    " epoch bigint NOT NULL, holder text NOT NULL, acquired_at timestamptz NOT NULL)"),
+    ("CREATE TABLE IF NOT EXISTS pyheadscale_ha_epochs (epoch bigint PRIMARY KEY, holder text NOT NULL,"
+    " started_at timestamptz NOT NULL, writes bigint NOT NULL DEFAULT 0, last_write_at timestamptz)"),
 )
 
 
@@ -171,7 +171,7 @@ class Lease:
         if conn is not None:
             try:
                 await conn.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection
+            except Exception:
                 log.debug("HA: closing the lease connection failed", exc_info=True)
 
     async def close(self) -> None:

@@ -72,6 +72,13 @@ async def make_source(path: Path) -> dict[str, str]:
     return {"pre_auth": full_key, "tagged": tagged_key, "api": api_key}
 
 
+def back_to_sqlite(postgres, name: str, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(TOOL), "--pg-host", "127.0.0.1", "--pg-port", str(postgres.port),
+                           "--pg-db", name, "--pg-user", "postgres", "--pg-password", postgres.admin_password,
+                           "--sqlite-out", str(out)], capture_output=True, text=True, timeout=120,
+                          cwd=out.parent, check=False)
+
+
 def sqlite_rows(path: Path, table: str) -> list[tuple]:
     conn = sqlite3.connect(path)
     try:
@@ -132,9 +139,7 @@ async def test_sqlite_to_postgres_and_back_keeps_every_row_null_and_key(postgres
 
     # ... and back to SQLite with the appliance's converter: the same rows as the original.
     back = tmp_path / "back.sqlite"
-    proc = subprocess.run([sys.executable, str(TOOL), "--pg-host", "127.0.0.1", "--pg-port", str(postgres.port),
-                           "--pg-db", name, "--pg-user", "postgres", "--pg-password", postgres.admin_password,
-                           "--sqlite-out", str(back)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = back_to_sqlite(postgres, name, back)
     assert proc.returncode == 0, proc.stderr
     for table in ("users", "pre_auth_keys", "api_keys", "nodes"):
         original = sqlite_rows(source, table)
