@@ -137,6 +137,8 @@ def write_config(d: str, port: int, metrics_port: int) -> str:
         "policy": {"mode": "database"},
         "log": {"level": "info"},
         "disable_check_updates": True,
+        # every simulated node connects from 127.0.0.1: no per-source connection cap
+        "tuning": {"max_connections_per_source": 0},
     }
     path = os.path.join(d, "config.yaml")
     with open(path, "w") as f:

@@ -13,9 +13,12 @@ from app.core.map.builder import ALLOW_ALL_FILTER
 from app.core.model import Node, User
 from app.core.routes import EXIT_ROUTES
 
+_EMPTY: frozenset[int] = frozenset()
+
 
 class PolicyView(Protocol):
     def peers(self, node_id: int) -> set[int] | frozenset[int] | None: ...
+    def peer_view(self, node_id: int) -> tuple[frozenset[int] | None, frozenset[int]]: ...
     def filter_rules(self, node_id: int) -> list[dict[str, Any]]: ...
     def ssh_policy(self, node_id: int) -> dict[str, Any] | None: ...
     def cap_map(self, node_id: int) -> dict[str, Any]: ...
@@ -34,6 +37,9 @@ class AllowAll:
 
     def peers(self, node_id: int) -> None:
         return None
+
+    def peer_view(self, node_id: int) -> tuple[None, frozenset[int]]:
+        return None, _EMPTY
 
     def filter_rules(self, node_id: int) -> list[dict[str, Any]]:
         return ALLOW_ALL_FILTER
@@ -68,6 +74,13 @@ class CompiledView:
             return self.compiled.peers(node_id)
         except KeyError:
             return frozenset()
+
+    def peer_view(self, node_id: int) -> tuple[frozenset[int], frozenset[int]]:
+        """(base shared by the node's visibility class, the node's own extra peers)."""
+        try:
+            return self.compiled.peer_view(node_id)
+        except KeyError:
+            return _EMPTY, _EMPTY
 
     def filter_rules(self, node_id: int) -> list[dict[str, Any]]:
         try:

@@ -18,6 +18,7 @@ from typing import Any
 from app.core import names
 from app.core.ipam import Allocator
 from app.core.map.builder import MapSettings
+from app.core.map.chunks import chunk_of
 from app.core.model import ApiKey, Node, PreAuthKey, User
 from app.core.routes import elect_primaries, routes_for_peer, served_routes
 from app.service.changes import Change
@@ -57,6 +58,10 @@ class State:
         self.v4 = Allocator(cfg.prefixes.v4, cfg.prefixes.allocation) if cfg.prefixes.v4 else None
         self.v6 = Allocator(cfg.prefixes.v6, cfg.prefixes.allocation) if cfg.prefixes.v6 else None
         self.version = 0   # bumped on every committed change; caches key on it
+        self.routers: set[int] = set()           # nodes that serve at least one route
+        self.chunk_gen: dict[int, int] = {}      # peer chunk -> bumped when any of its records moves
+        self._all_ids: frozenset[int] | None = None   # shared allow-all peer set (rebuilt lazily)
+        self.owner_gen = 0                       # bumped when a node's owner (user, tags) may move
 
     # ---- loading ---------------------------------------------------------------------------
 
@@ -96,12 +101,29 @@ class State:
         self.by_machine.setdefault(node.machine_key, set()).add(node.id)
         self.by_name[node.given_name] = node.id
         self.served[node.id] = served_routes(node, self.policy.auto_approved_routes(node))
+        if self.served[node.id]:
+            self.routers.add(node.id)
+        else:
+            self.routers.discard(node.id)
+        if old is None:
+            self._all_ids = None
+        if old is None or (old.user_id, old.tags) != (node.user_id, node.tags):
+            self.owner_gen += 1
+        self._touch(node.id)
+
+    def _touch(self, node_id: int) -> None:
+        """The node's peer entry changed: cached chunks holding it are stale."""
+        c = chunk_of(node_id)
+        self.chunk_gen[c] = self.chunk_gen.get(c, 0) + 1
 
     def _drop(self, node_id: int) -> Node | None:
         node = self.nodes.pop(node_id, None)
         if node is not None:
             self._unindex(node)
             self.served.pop(node_id, None)
+            self.routers.discard(node_id)
+            self._all_ids = None
+            self._touch(node_id)
             self.online.discard(node_id)
             for alloc, addr in ((self.v4, node.ipv4), (self.v6, node.ipv6)):
                 if alloc:
@@ -178,11 +200,23 @@ class State:
                 return u
         return None
 
+    def all_ids(self) -> frozenset[int]:
+        """Every node id, as one set shared by all allow-all viewers until membership changes."""
+        if self._all_ids is None:
+            self._all_ids = frozenset(self.nodes)
+        return self._all_ids
+
+    def peer_view(self, node_id: int) -> tuple[frozenset[int], frozenset[int]]:
+        """(shared base, own extra): the node sees (base | extra) - {node_id}.
+
+        The base is one object per visibility class (allow-all: one for the whole tailnet), so
+        ten thousand sessions hold references, not copies; the extra is usually empty."""
+        base, extra = self.policy.peer_view(node_id)
+        return (self.all_ids() if base is None else base), extra
+
     def visible_peers(self, node_id: int) -> set[int]:
-        peers = self.policy.peers(node_id)
-        if peers is None:
-            return set(self.nodes) - {node_id}
-        return {p for p in peers if p in self.nodes and p != node_id}
+        base, extra = self.peer_view(node_id)
+        return {p for p in (base | extra) if p in self.nodes and p != node_id}
 
     # ---- users -----------------------------------------------------------------------------
 
@@ -466,6 +500,7 @@ class State:
             self.online.discard(node_id)
             node = self.nodes[node_id]
             self.nodes[node_id] = dataclasses.replace(node, last_seen=self.now())
+        self._touch(node_id)
         change = Change(online={node_id: online})
         # Only routers can move a primary route; everyone else skips the election.
         moved = self._recompute_routes() if self.served.get(node_id) or node_id in self.primaries.values() else set()

@@ -27,6 +27,11 @@ def encode_json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def zstd_frame(payload: bytes) -> bytes:
+    """One zstd frame of ``payload`` (unframed: no length prefix)."""
+    return _compressor.compress(payload)
+
+
 def frame(payload: bytes, compress: bool = True) -> bytes:
     """One framed message from raw JSON bytes."""
     body = _compressor.compress(payload) if compress else payload

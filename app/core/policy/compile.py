@@ -67,6 +67,7 @@ _EBITS = 32                                       # entry index bits in an entry
 _V4_ALL = (0, V6_BASE - 1)
 _V6_ALL = (V6_BASE, _MAX)
 _ANY = Alias(WILDCARD, "*")
+_NO_PEERS: frozenset[int] = frozenset()
 _DEFAULT_GRANT = Grant((_ANY,), (_ANY,), (IpEntry("", (ALL_PORTS,)),))
 
 
@@ -696,6 +697,14 @@ class CompiledPolicy:
         base = self._peer_base(node_id)
         own = self._own_edges(node_id)
         return (base | own) - {node_id} if own else base - {node_id}
+
+    def peer_view(self, node_id: int) -> tuple[frozenset[int], frozenset[int]]:
+        """``peers(node_id)`` as (base shared by its visibility class, own extra edges): the
+        node sees (base | extra) - {node_id}. Callers hold the shared base, not a copy."""
+        if node_id not in self.tailnet.nodes:
+            raise KeyError(node_id)
+        own = self._own_edges(node_id)
+        return self._peer_base(node_id), frozenset(own) if own else _NO_PEERS
 
     def _peer_base(self, node_id: int) -> frozenset[int]:
         """Peers from the global matchers, shared by nodes in the same matcher groups."""

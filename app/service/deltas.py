@@ -1,0 +1,174 @@
+"""Per-flush deltas: what each session needs for one merged Change, shared where possible.
+
+A session remembers what it was sent as references to shared objects (the peer view base,
+an interned set of user ids), so sessions in the same position form a group: those for whom
+nothing about the change is personal (it is not about their own node, no policy change, no
+routes or own extra peers involved) get one message built and compressed once per group and
+flush. The rest get a delta of their own. Work per flush is O(groups x change + personal
+sessions x change + sessions), never O(sessions x peers).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from app.core.map import builder
+from app.core.map.wire import encode_json, frame
+from app.service.changes import Change
+
+if TYPE_CHECKING:
+    from app.service.mapper import Mapper
+    from app.service.sessions import MapSession
+
+_EMPTY: frozenset[int] = frozenset()
+
+
+class Flush:
+    """Memo of one flush: diffs between shared views, shared messages, interned user sets."""
+
+    def __init__(self, mapper: Mapper, change: Change, control_time: str) -> None:
+        self.mapper = mapper
+        self.change = change
+        self.control_time = control_time
+        st = mapper.state
+        ch = change
+        # Anything that moves routes (a router's record, the policy) is worked out per viewer.
+        self.routes_move = ch.policy or not st.routers.isdisjoint(ch.peers_changed | ch.peers_removed)
+        self.about = ch.self_changed | ch.peers_changed | ch.peers_removed | set(ch.online) | set(ch.patches)
+        self.candidates = ch.peers_changed | ch.peers_removed
+        self._diffs: dict[tuple[int, int], tuple[Any, Any, set[int], set[int]]] = {}
+        self._groups: dict[tuple[int, int, int], tuple[Any, ...]] = {}
+        self._frames: dict[bytes, bytes] = {}
+
+    def intern(self, users: frozenset[int]) -> frozenset[int]:
+        return self.mapper.intern_users(users)
+
+    def framed(self, raw: bytes) -> bytes:
+        msg = self._frames.get(raw)
+        if msg is None:
+            msg = self._frames[raw] = frame(raw)
+        return msg
+
+    def base_diff(self, old: frozenset[int], new: frozenset[int]) -> tuple[set[int], set[int]]:
+        """(added, removed) between two shared bases; computed once per pair per flush."""
+        if old is new:
+            return set(), set()
+        key = (id(old), id(new))
+        hit = self._diffs.get(key)
+        if hit is None:
+            if self.change.policy:
+                added, removed = set(new - old), set(old - new)
+            else:
+                # Without a policy change membership only moves for joined/deleted nodes (a
+                # session's base is never older than the previous flush).
+                c = self.candidates
+                added = {p for p in c if p in new and p not in old}
+                removed = {p for p in c if p in old and p not in new}
+            hit = self._diffs[key] = (old, new, added, removed)   # the sets held: ids stay unique
+        return hit[2], hit[3]
+
+    # ---- per session ------------------------------------------------------------------------
+
+    def message(self, session: MapSession) -> bytes | None:
+        """The framed delta for ``session`` (or None), updating what it was sent."""
+        st = self.mapper.state
+        nid = session.node_id
+        if nid not in st.nodes:
+            return None
+        base, extra = st.peer_view(nid)
+        ch = self.change
+        personal = extra or session.sent_extra or self.routes_move or nid in self.about or ch.dns
+        if personal:
+            delta = self._delta(session, base, extra, personal=True)
+            if delta is None:
+                return None
+            return self.framed(self._encode(session, delta))
+        key = (id(session.sent_base), id(base), id(session.sent_users))
+        hit = self._groups.get(key)
+        if hit is None:
+            old_base, old_users = session.sent_base, session.sent_users
+            delta = self._delta(session, base, extra, personal=False)
+            msg = None if delta is None else self.framed(self._encode(session, delta))
+            hit = self._groups[key] = (old_base, base, old_users, session.sent_users, msg)
+            return msg
+        session.sent_base = base
+        session.sent_users = hit[3]
+        return hit[4]
+
+    def _delta(self, session: MapSession, base: frozenset[int], extra: frozenset[int],
+               *, personal: bool) -> dict[str, Any] | None:
+        mapper, st, ch = self.mapper, self.mapper.state, self.change
+        nid = session.node_id
+        old_base, old_extra = session.sent_base, session.sent_extra
+
+        def seen_now(p: int) -> bool:
+            return p != nid and (p in base or p in extra) and p not in ch.peers_removed
+
+        def seen_before(p: int) -> bool:
+            return p != nid and (p in old_base or p in old_extra)
+
+        b_added, b_removed = self.base_diff(old_base, base)
+        if extra or old_extra:
+            added = {p for p in b_added | (extra - old_extra) if seen_now(p) and not seen_before(p)}
+            removed = {p for p in b_removed | (old_extra - extra) if seen_before(p) and not seen_now(p)}
+        else:
+            added = {p for p in b_added if p != nid and p not in ch.peers_removed}
+            removed = {p for p in b_removed if p != nid}
+        removed |= {p for p in ch.peers_removed if seen_before(p)}
+        added = {p for p in added if p in st.nodes}
+        out: dict[str, Any] = {}
+        changed = {p for p in ch.peers_changed if p in st.nodes and seen_now(p)} | added
+        if ch.policy or self.routes_move:
+            # Routers whose usable routes for this viewer moved.
+            for p in st.routers:
+                if seen_now(p) and p in st.nodes and mapper.routes_for(nid, p) != session.sent_routes.get(p, ()):
+                    changed.add(p)
+        if changed:
+            out["PeersChanged"] = [st.nodes[p] for p in sorted(changed)]
+        if removed:
+            out["PeersRemoved"] = sorted(removed)
+        patches = [{"NodeID": p, **fields} for p, fields in sorted(ch.patches.items())
+                   if p not in changed and seen_now(p)]
+        if patches:
+            out["PeersChangedPatch"] = patches
+        online = {str(p): v for p, v in ch.online.items() if p not in changed and seen_now(p)}
+        if online:
+            out["OnlineChange"] = online
+        if personal:
+            node = st.nodes[nid]
+            caps = st.policy.cap_map(nid) if ch.policy else session.sent_capmap
+            if nid in ch.self_changed or caps != session.sent_capmap:
+                out["Node"] = mapper.self_node(node, session.capver)
+                session.sent_capmap = caps
+            if ch.policy:
+                rules = st.policy.filter_rules(nid)
+                if rules != session.sent_filter:
+                    out["PacketFilters"] = {"base": rules}
+                    session.sent_filter = rules
+                ssh = st.policy.ssh_policy(nid)
+                if ssh != session.sent_ssh:
+                    out["SSHPolicy"] = ssh if ssh is not None else {"rules": []}
+                    session.sent_ssh = ssh
+            if ch.dns and st.settings.dns_config != session.sent_dns:
+                out["DNSConfig"] = st.settings.dns_config
+                session.sent_dns = st.settings.dns_config
+        if ch.derp_map:
+            out["DERPMap"] = st.derp_map
+        session.sent_base, session.sent_extra = base, extra
+        if not out:
+            return None
+        if changed or "Node" in out:
+            ids = set(changed) | {nid}
+            profiles = [p for p in mapper.profiles(ids) if p["ID"] not in session.sent_users or "Node" in out]
+            if profiles:
+                out["UserProfiles"] = profiles
+                session.sent_users = self.intern(session.sent_users | {p["ID"] for p in profiles})
+        return out
+
+    def _encode(self, session: MapSession, delta: dict[str, Any]) -> bytes:
+        """Encode a delta; PeersChanged entries reuse the cached peer blobs."""
+        peers = delta.pop("PeersChanged", None)
+        delta["ControlTime"] = self.control_time
+        if peers is None:
+            return encode_json(delta)
+        return builder.assemble(delta, "PeersChanged", self.mapper.peer_blobs(session, peers))

@@ -1,0 +1,245 @@
+"""Full maps and peer entries from State, with the caches that make them cheap at 10k nodes.
+
+* A peer entry (tailcfg.Node JSON) is encoded once per node version and routes-as-seen, and
+  shared by every viewer.
+* A full map's peers come as pre-compressed zstd frames of 128-id chunks
+  (app.core.map.chunks), cached per (chunk, member ids) and rebuilt only when a record in the
+  chunk moved (``State.chunk_gen``): building a map for one node of a quiet 10,000-node
+  tailnet costs copying ~80 frames plus compressing its own head.
+* The peers a session was sent are references to the shared view (``State.peer_view``), not a
+  copy per session.
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_left
+from typing import TYPE_CHECKING, Any
+
+from app.core.map import builder
+from app.core.map.chunks import CHUNK_BITS, assemble_frames, chunk_frame
+from app.core.map.wire import encode_json
+from app.core.model import Node
+from app.service.state import State
+
+if TYPE_CHECKING:
+    from app.service.sessions import MapSession
+
+log = logging.getLogger("headscale.map")
+
+_CHUNK_VARIANTS = 4        # member sets cached per chunk (visibility classes seeing it differently)
+
+
+class Mapper:
+    """Builds full maps and peer entries from State, caching encoded and compressed pieces."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        # node id -> routes seen by the viewer -> (node record, online, encoded entry)
+        self._peer_cache: dict[int, dict[tuple[str, ...], tuple[Node, bool, bytes]]] = {}
+        self._broken: dict[int, Node] = {}   # node version whose entry failed (logged once)
+        # chunk -> member ids -> (generation, zstd frame)
+        self._chunks: dict[int, dict[tuple[int, ...], tuple[int, bytes]]] = {}
+        # id(shared base set) -> (the set, its ids sorted) / (the set, its owners, State.owner_gen)
+        self._sorted: dict[int, tuple[frozenset[int], list[int]]] = {}
+        self._owner_cache: dict[int, tuple[frozenset[int], set[int | None], int]] = {}
+        self._users: dict[frozenset[int], frozenset[int]] = {}   # interned "profiles sent" sets
+
+    def intern_users(self, users: frozenset[int]) -> frozenset[int]:
+        """One object per distinct set of user ids, so sessions that were sent the same
+        profiles can be grouped by identity."""
+        hit = self._users.get(users)
+        if hit is None:
+            if len(self._users) > 4096:
+                self._users.clear()
+            hit = self._users[users] = users
+        return hit
+
+    # ---- peer entries ----------------------------------------------------------------------
+
+    def routes_for(self, viewer_id: int, peer_id: int) -> tuple[str, ...]:
+        if not self.state.served.get(peer_id):
+            return ()       # the common case: a peer that offers no routes
+        offered = self.state.routes_of(peer_id)
+        if not offered:
+            return ()
+        return tuple(self.state.policy.routes_for(viewer_id, peer_id, offered))
+
+    def peer_blob(self, node: Node, routes: tuple[str, ...] = ()) -> bytes:
+        """The encoded peer entry; shared by every viewer that gets the same routes."""
+        st = self.state
+        online = node.id in st.online
+        entries = self._peer_cache.get(node.id)
+        if entries is None:
+            entries = self._peer_cache[node.id] = {}
+        hit = entries.get(routes)
+        if hit is not None and hit[0] is node and hit[1] == online:
+            return hit[2]
+        blob = encode_json(builder.tail_node(node, st.settings, routes=list(routes), online=online, now=st.now()))
+        entries[routes] = (node, online, blob)
+        return blob
+
+    def viewer_blob(self, session: MapSession, node: Node) -> bytes:
+        routes = self.routes_for(session.node_id, node.id)
+        if routes:
+            session.sent_routes[node.id] = routes
+        else:
+            session.sent_routes.pop(node.id, None)
+        return self.peer_blob(node, routes)
+
+    def peer_blobs(self, session: MapSession, peers: list[Node]) -> list[bytes]:
+        """Encoded peer entries; a peer whose entry cannot be built is left out (and logged
+        once per node version), so one node's bad record never costs others their map."""
+        out = []
+        for peer in peers:
+            try:
+                out.append(self.viewer_blob(session, peer))
+            except Exception:   # any failure is contained to this one peer entry
+                if self._broken.get(peer.id) is not peer:
+                    self._broken[peer.id] = peer
+                    log.exception("cannot build the map entry of node %s; leaving it out of maps", peer.id)
+        return out
+
+    def forget(self, node_id: int) -> None:
+        self._peer_cache.pop(node_id, None)
+        self._broken.pop(node_id, None)
+
+    def self_node(self, node: Node, capver: int) -> dict[str, Any]:
+        st = self.state
+        return builder.tail_node(
+            node, st.settings, routes=st.routes_of(node.id), online=True,
+            cap_map=st.policy.cap_map(node.id), now=st.now(), capver=capver,
+        )
+
+    def profiles(self, node_ids: Any) -> list[dict[str, Any]]:
+        nodes = self.state.nodes
+        return self._owner_profiles({_owner(nodes[p]) for p in node_ids if p in nodes})
+
+    def _owner_profiles(self, owners: set[int | None]) -> list[dict[str, Any]]:
+        st = self.state
+        profiles: dict[int, dict[str, Any]] = {}
+        for uid in owners:   # one profile per owner, not per node
+            p = builder.user_profile(st.users.get(uid) if uid is not None else None)
+            profiles[p["ID"]] = p
+        return [profiles[k] for k in sorted(profiles)]
+
+    # ---- full maps -------------------------------------------------------------------------
+
+    def _sorted_base(self, base: frozenset[int]) -> list[int]:
+        hit = self._sorted.get(id(base))
+        if hit is not None and hit[0] is base:
+            return hit[1]
+        if len(self._sorted) > 64:          # old snapshots: drop them all, current ones come back
+            self._sorted.clear()
+        ids = sorted(base)
+        self._sorted[id(base)] = (base, ids)
+        return ids
+
+    def _peer_ids(self, nid: int, base: frozenset[int], extra: frozenset[int]) -> list[int]:
+        """The viewer's peers, sorted, that exist now."""
+        ids = self._sorted_base(base)
+        nodes = self.state.nodes
+        if extra:
+            ids = sorted(set(ids) | extra)
+        i = bisect_left(ids, nid)
+        if i < len(ids) and ids[i] == nid:
+            ids = ids[:i] + ids[i + 1:]
+        if len(nodes) < len(ids) or extra:
+            ids = [p for p in ids if p in nodes]
+        return ids
+
+    def _begin_full(self, session: MapSession, include_peers: bool) -> tuple[dict[str, Any], list[int]]:
+        """The head of a full map and the sorted peer ids; records what the session was sent."""
+        st = self.state
+        node = st.nodes[session.node_id]
+        base, extra = st.peer_view(node.id)
+        if not include_peers:
+            base, extra = frozenset(), frozenset()
+        peers = self._peer_ids(node.id, base, extra)
+        head = builder.full_map_head(
+            self.self_node(node, session.capver), st.settings,
+            derp_map=st.derp_map,
+            packet_filter=st.policy.filter_rules(node.id),
+            user_profiles=self._owner_profiles(self._owners(base, extra | {node.id})),
+            ssh_policy=st.policy.ssh_policy(node.id),
+            dns=st.settings.dns_config,
+            now=st.now(),
+        )
+        if not include_peers and (session.sent_base or session.sent_extra):
+            removed = sorted(p for p in session.sent_base | session.sent_extra if p != node.id)
+            if removed:
+                head["PeersRemoved"] = removed
+        session.sent_base, session.sent_extra = base, extra
+        session.sent_filter = head["PacketFilters"]["base"]
+        session.sent_ssh = head.get("SSHPolicy")
+        session.sent_dns = head["DNSConfig"]
+        session.sent_users = self.intern_users(frozenset(p["ID"] for p in head["UserProfiles"]))
+        session.sent_capmap = st.policy.cap_map(node.id)
+        session.needs_full = False
+        session.sent_routes = {}
+        return head, peers
+
+    def _owners(self, base: frozenset[int], more: frozenset[int] | set[int]) -> set[int | None]:
+        """Owners (user ids, None for tagged) of a base set, cached per base, plus ``more``."""
+        st = self.state
+        hit = self._owner_cache.get(id(base))
+        if hit is None or hit[0] is not base or hit[2] != st.owner_gen:
+            if len(self._owner_cache) > 64:
+                self._owner_cache.clear()
+            hit = (base, {_owner(st.nodes[p]) for p in base if p in st.nodes}, st.owner_gen)
+            self._owner_cache[id(base)] = hit
+        out = set(hit[1])
+        out.update(_owner(st.nodes[p]) for p in more if p in st.nodes)
+        return out
+
+    def full_map(self, session: MapSession, *, include_peers: bool = True) -> bytes:
+        """The full MapResponse as one JSON document (tests, one-shot requests)."""
+        head, peers = self._begin_full(session, include_peers)
+        nodes = self.state.nodes
+        return builder.assemble(head, "Peers", self.peer_blobs(session, [nodes[p] for p in peers]))
+
+    def full_map_frame(self, session: MapSession, *, include_peers: bool = True) -> bytes:
+        """The full MapResponse framed for the stream, peers from cached compressed chunks."""
+        head, peers = self._begin_full(session, include_peers)
+        return assemble_frames(head, "Peers", self._chunk_frames(session, peers))
+
+    def _chunk_frames(self, session: MapSession, peers: list[int]) -> list[bytes]:
+        st = self.state
+        nodes, routers, gens = st.nodes, st.routers, st.chunk_gen
+        out: list[bytes] = []
+        i, n = 0, len(peers)
+        while i < n:
+            c = peers[i] >> CHUNK_BITS
+            j = bisect_left(peers, (c + 1) << CHUNK_BITS, i)
+            members = tuple(peers[i:j])
+            i = j
+            if routers and not routers.isdisjoint(members):
+                # Routes depend on the viewer: this chunk is built for this session alone.
+                blobs = self.peer_blobs(session, [nodes[p] for p in members])
+                if blobs:
+                    out.append(chunk_frame(blobs))
+                continue
+            gen = gens.get(c, 0)
+            variants = self._chunks.get(c)
+            if variants is None:
+                variants = self._chunks[c] = {}
+            hit = variants.get(members)
+            if hit is not None and hit[0] == gen:
+                out.append(hit[1])
+                continue
+            blobs = self.peer_blobs(session, [nodes[p] for p in members])
+            if not blobs:
+                continue
+            f = chunk_frame(blobs)
+            if len(blobs) == len(members):      # never cache a chunk with an entry left out
+                if len(variants) >= _CHUNK_VARIANTS or (hit is not None and hit[0] != gen):
+                    for k in [k for k, v in variants.items() if v[0] != gen] or list(variants)[:1]:
+                        del variants[k]
+                variants[members] = (gen, f)
+            out.append(f)
+        return out
+
+
+def _owner(node: Node) -> int | None:
+    """The user whose profile a peer entry points at; None for tagged/userless nodes."""
+    return None if node.is_tagged or node.user_id is None else node.user_id
