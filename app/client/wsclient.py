@@ -92,11 +92,14 @@ class WSClientWriter:
 
 async def open_websocket(host: str, port: int, target: str, subprotocol: str,
                          tls: ssl.SSLContext | None = None,
-                         server_name: str | None = None) -> tuple[WSClientReader, WSClientWriter]:
+                         server_name: str | None = None,
+                         extra_headers: list[tuple[str, str]] | None = None) -> tuple[WSClientReader, WSClientWriter]:
     reader, writer = await asyncio.open_connection(host, port, ssl=tls,
                                                    server_hostname=(server_name or host) if tls else None)
     ws = WSConnection(ConnectionType.CLIENT)
-    writer.write(ws.send(Request(host=f"{host}:{port}", target=target, subprotocols=[subprotocol])))
+    headers = [(k.encode(), v.encode()) for k, v in extra_headers or []]
+    writer.write(ws.send(Request(host=f"{host}:{port}", target=target, subprotocols=[subprotocol],
+                                 extra_headers=headers)))
     await writer.drain()
     r = WSClientReader(reader, writer, ws)
     while True:

@@ -33,6 +33,7 @@ from app.core.derp import frames
 from app.core.derp.queue import DEFAULT_MAX_BYTES, DEFAULT_MAX_FRAMES, SendQueue
 from app.core.derp.relay import Close, ConnState, Relay, Send, Verify
 from app.core.keys import NODE_PUBLIC, KeyError_, parse_key
+from app.server.clientaddr import peer_address
 
 log = logging.getLogger("derp")
 
@@ -315,6 +316,10 @@ class DerpServer:
         relay = self.relay
         peer = writer.get_extra_info("peername")
         ip, port = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else (None, 0)
+        if ip is not None:
+            real = peer_address(peer, headers)   # behind a trusted proxy: the client, port unknown
+            if real != ip:
+                ip, port = real, 0
         conn_id, actions = relay.connect(
             loop.time(), remote_ip=ip, remote_port=port, not_ideal=bool(headers.get("ideal-node"))
         )
