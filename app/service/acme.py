@@ -126,12 +126,22 @@ class CertManager:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import rsa
 
-        os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise AcmeError(f"tls_letsencrypt_cache_dir {self.cache_dir} is unusable: {exc.strerror or exc}; "
+                            "make it a writable directory") from None
         key_file = self._path("account.key")
+        account_key = None
         if os.path.exists(key_file):
-            with open(key_file, "rb") as f:
-                account_key = serialization.load_pem_private_key(f.read(), None)
-        else:
+            try:
+                with open(key_file, "rb") as f:
+                    account_key = serialization.load_pem_private_key(f.read(), None)
+            except (OSError, ValueError, TypeError) as exc:
+                log.error("cached ACME account key %s is unreadable (%s); registering a new account",
+                          key_file, exc)
+                self._discard("account.key", "account.json")
+        if not isinstance(account_key, rsa.RSAPrivateKey):
             account_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             self._write_private(key_file, account_key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
@@ -142,11 +152,22 @@ class CertManager:
         acme = client.ClientV2(directory, net)
         reg_file = self._path("account.json")
         if os.path.exists(reg_file):
-            with open(reg_file, encoding="utf-8") as f:
-                net.account = messages.RegistrationResource.json_loads(f.read())
-        else:
+            try:
+                with open(reg_file, encoding="utf-8") as f:
+                    net.account = messages.RegistrationResource.json_loads(f.read())
+            except (OSError, ValueError, jose.errors.Error) as exc:
+                log.error("cached ACME account %s is unreadable (%s); registering again", reg_file, exc)
+                net.account = None
+        if net.account is None:
             self._register(acme, net)
         return acme, net, jwk
+
+    def _discard(self, *names: str) -> None:
+        for name in names:
+            try:
+                os.replace(self._path(name), self._path(name) + ".unreadable")
+            except OSError:
+                pass
 
     def _register(self, acme, net) -> None:
         from acme import messages
@@ -160,6 +181,7 @@ class CertManager:
 
     def obtain_blocking(self) -> Certificate:
         """One complete order; raises AcmeError with a readable reason."""
+        import requests
         from acme import errors, messages
 
         try:
@@ -180,11 +202,17 @@ class CertManager:
             raise AcmeError(f"the CA did not finish the order within {ORDER_TIMEOUT:.0f} s") from None
         except errors.Error as exc:
             raise AcmeError(f"ACME client error: {exc}") from None
-        except OSError as exc:   # requests' errors are OSErrors: DNS, refused, TLS, timeouts
+        except requests.RequestException as exc:   # DNS, refused, TLS, timeouts
             raise AcmeError(f"cannot reach the ACME directory {self.directory_url}: {exc}") from None
+        except OSError as exc:
+            raise AcmeError(f"cannot write to tls_letsencrypt_cache_dir {self.cache_dir}: "
+                            f"{exc.strerror or exc}") from None
         except (ValueError, json.JSONDecodeError) as exc:
             raise AcmeError(f"the ACME directory {self.directory_url} answered something that is not "
                             f"ACME: {exc}") from None
+        except Exception as exc:  # any other failure is one log line, never a crash
+            log.debug("ACME order failed", exc_info=exc)
+            raise AcmeError(f"unexpected ACME failure: {type(exc).__name__}: {exc}") from None
 
     def _order(self) -> Certificate:
         from acme import challenges, crypto_util, messages

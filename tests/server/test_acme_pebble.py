@@ -152,12 +152,16 @@ async def test_unreadable_cache_is_logged_and_replaced(tmp_path, pebble, caplog)
     cache.mkdir()
     (cache / f"{HOST}.crt").write_text("not a certificate")
     (cache / f"{HOST}.key").write_text("not a key")
+    (cache / "account.key").write_text("not a key either")
+    (cache / "account.json").write_text("{broken")
     services = await build(acme_config(tmp_path, pebble))
     await start(services)
     try:
         root = pebble.root_pem(tmp_path / "root.pem")
         await served_cert(services.addresses["listen"], root)
-        assert any("is unreadable" in r.getMessage() for r in caplog.records)
+        lines = [r.getMessage() for r in caplog.records]
+        assert any(f"cached certificate {cache}/{HOST}.crt is unreadable" in line for line in lines)
+        assert any("cached ACME account key" in line and "registering a new account" in line for line in lines)
         assert pebble.count("Added order") == 1
     finally:
         await stop(services)
@@ -182,3 +186,13 @@ async def test_renewal_failure_keeps_serving_the_current_certificate(tmp_path, p
         assert (await served_cert(addr, root))[0] == first
     finally:
         await stop(services)
+
+
+async def test_unusable_cache_directory_refuses_clearly(tmp_path, pebble, monkeypatch):
+    monkeypatch.setattr("app.service.acme.FIRST_START_BACKOFF", 0.1)
+    (tmp_path / "acme-cache").write_text("a file where the cache directory should be")
+    services = await build(acme_config(tmp_path, pebble))
+    with pytest.raises(SystemExit) as exc:
+        await start(services)
+    await stop(services)
+    assert "tls_letsencrypt_cache_dir" in str(exc.value) and "make it a writable directory" in str(exc.value)

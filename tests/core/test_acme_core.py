@@ -1,0 +1,44 @@
+"""ACME decisions without a network: renewal time, backoff, operator messages, TLS-ALPN-01 cert."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+
+from cryptography import x509
+
+from app.core import acme
+
+NOW = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
+
+
+def test_renewal_time():
+    not_after = NOW + datetime.timedelta(days=90)
+    assert acme.seconds_until_renewal(not_after, 30 * 86400, NOW) == 60 * 86400
+    assert acme.seconds_until_renewal(not_after, 100 * 86400, NOW) == 0.0   # already due
+
+
+def test_backoff_doubles_up_to_the_cap_and_honours_retry_after():
+    assert [acme.backoff(n, 60, 500) for n in (1, 2, 3, 4, 5)] == [60, 120, 240, 480, 500]
+    assert acme.backoff(1, 60, 1000, retry_after=3600) == 3600
+    assert acme.backoff(3, 60, 1000, retry_after=10) == 240
+
+
+def test_explain_names_the_problem_and_what_to_do():
+    line = acme.explain(acme.RATE_LIMITED, "too many certificates already issued")
+    assert line.startswith("rateLimited: too many certificates") and "retrying later" in line
+    line = acme.explain("urn:ietf:params:acme:error:connection", "")
+    assert "no detail" in line and "tls_letsencrypt_listen" in line
+    assert "see the CA's message" in acme.explain("urn:x:odd", "d")
+
+
+def test_tls_alpn01_certificate_carries_the_key_authorization_digest():
+    cert_pem, key_pem = acme.tls_alpn01_certificate("hs.example.com", "token.thumb", now=NOW)
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    ext = cert.extensions.get_extension_for_oid(acme.ACME_IDENTIFIER_OID)
+    assert ext.critical
+    assert ext.value.value == b"\x04\x20" + hashlib.sha256(b"token.thumb").digest()
+    assert acme.certificate_names(cert_pem) == ["hs.example.com"]
+    assert b"PRIVATE KEY" in key_pem
+    not_before, not_after, serial = acme.certificate_dates(cert_pem)
+    assert not_before < NOW < not_after and serial
