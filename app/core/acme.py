@@ -12,6 +12,7 @@ The protocol itself (JWS, nonces, orders) is PyPI ``acme`` + ``josepy`` in app/s
 from __future__ import annotations
 
 import datetime
+import email.utils
 import hashlib
 
 from cryptography import x509
@@ -68,6 +69,22 @@ def explain(error_type: str, detail: str) -> str:
     }
     hint = hints.get(kind, "see the CA's message")
     return f"{kind}: {detail or 'no detail'} ({hint})"
+
+
+def parse_retry_after(value: str, now: datetime.datetime) -> float | None:
+    """A Retry-After header (seconds, or an HTTP date) as seconds from ``now``; None if absent or bad."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - now).total_seconds())
 
 
 def key_authorization_digest(key_authorization: str) -> bytes:

@@ -77,6 +77,8 @@ class CertManager:
         self.current: Certificate | None = None
         self.orders = 0            # orders placed by this process
         self.failures = 0          # consecutive failed renewals
+        self._net = None
+        self.retry_in: float | None = None   # seconds before the next attempt after a failure
 
     # ---- cache ---------------------------------------------------------------------------
 
@@ -147,7 +149,8 @@ class CertManager:
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
         jwk = jose.JWKRSA(key=account_key)
         verify: bool | str = os.environ.get("SSL_CERT_FILE") or True
-        net = client.ClientNetwork(jwk, user_agent="pyheadscale", verify_ssl=verify)
+        net = _network_class()(jwk, user_agent="pyheadscale", verify_ssl=verify)
+        self._net = net
         directory = client.ClientV2.get_directory(self.directory_url, net)
         acme = client.ClientV2(directory, net)
         reg_file = self._path("account.json")
@@ -190,7 +193,7 @@ class CertManager:
             raise
         except messages.Error as exc:
             raise AcmeError(core.explain(exc.typ or "", exc.detail or ""),
-                            retry_after=_retry_after(exc)) from None
+                            retry_after=getattr(self._net, "last_retry_after", None)) from None
         except errors.ValidationError as exc:
             reasons = []
             for authz in exc.failed_authzrs:
@@ -307,6 +310,7 @@ class CertManager:
                     log.error("renewing the certificate for %s failed: %s; serving the cached one "
                               "until it works", self.hostname, exc)
                     self.failures = 1
+                    self.retry_in = core.backoff(1, retry_after=exc.retry_after)
                     self.current = cached
                     return cached
                 wait = core.backoff(attempt + 1, FIRST_START_BACKOFF, 60.0, exc.retry_after)
@@ -323,7 +327,7 @@ class CertManager:
             assert self.current is not None
             now = datetime.datetime.now(datetime.UTC)
             if self.failures:
-                wait = core.backoff(self.failures)
+                wait = self.retry_in if self.retry_in is not None else core.backoff(self.failures)
             else:
                 wait = core.seconds_until_renewal(self.current.not_after, self.renew_before, now)
                 wait = max(wait, core.RENEW_MIN_INTERVAL if self.orders else 0.0)
@@ -332,12 +336,12 @@ class CertManager:
                 cert = await self.obtain()
             except AcmeError as exc:
                 self.failures += 1
-                retry = core.backoff(self.failures, retry_after=exc.retry_after)
+                retry = self.retry_in = core.backoff(self.failures, retry_after=exc.retry_after)
                 log.error("certificate renewal for %s failed: %s; still serving serial %s (valid until "
                           "%s), retrying in %.0f s", self.hostname, exc, self.current.serial,
                           self.current.not_after.isoformat(), retry)
                 continue
-            self.failures = 0
+            self.failures, self.retry_in = 0, None
             self.current = cert
             if self.on_new_certificate is not None:
                 self.on_new_certificate(cert)
@@ -350,6 +354,20 @@ def jose_thumbprint(jwk) -> str:
     return jose.b64encode(jwk.public_key().thumbprint(hash_function=hashes.SHA256)).decode()
 
 
-def _retry_after(exc) -> float | None:
-    # acme's messages.Error does not carry the response headers; a rate limit gets the backoff.
-    return None
+def _network_class():
+    """acme's ClientNetwork, remembering the Retry-After of the last problem answer (a rate
+    limit says when to come back; acme's messages.Error does not carry the headers)."""
+    from acme import client, messages
+
+    class _Network(client.ClientNetwork):
+        last_retry_after: float | None = None
+
+        def _check_response(self, response, content_type=None):
+            try:
+                return super()._check_response(response, content_type=content_type)
+            except messages.Error:
+                self.last_retry_after = core.parse_retry_after(
+                    response.headers.get("Retry-After", ""), datetime.datetime.now(datetime.UTC))
+                raise
+
+    return _Network

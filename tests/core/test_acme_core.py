@@ -42,3 +42,10 @@ def test_tls_alpn01_certificate_carries_the_key_authorization_digest():
     assert b"PRIVATE KEY" in key_pem
     not_before, not_after, serial = acme.certificate_dates(cert_pem)
     assert not_before < NOW < not_after and serial
+
+
+def test_retry_after_header():
+    assert acme.parse_retry_after("120", NOW) == 120
+    assert acme.parse_retry_after("Mon, 30 Nov 2026 13:00:00 GMT", NOW) == 3600
+    assert acme.parse_retry_after("Mon, 30 Nov 2026 11:00:00 GMT", NOW) == 0
+    assert acme.parse_retry_after("", NOW) is None and acme.parse_retry_after("soon", NOW) is None

@@ -196,3 +196,23 @@ async def test_unusable_cache_directory_refuses_clearly(tmp_path, pebble, monkey
         await start(services)
     await stop(services)
     assert "tls_letsencrypt_cache_dir" in str(exc.value) and "make it a writable directory" in str(exc.value)
+
+
+async def test_restart_with_a_due_certificate_and_a_broken_ca_serves_the_cached_one(tmp_path, pebble, caplog):
+    caplog.set_level(logging.INFO, logger="headscale.acme")
+    services = await build(acme_config(tmp_path, pebble))
+    await start(services)
+    root = pebble.root_pem(tmp_path / "root.pem")
+    try:
+        serial, _ = await served_cert(services.addresses["listen"], root)
+    finally:
+        await stop(services)
+    broken = acme_config(tmp_path, pebble, tls_letsencrypt_renew_before="87600h",
+                         acme_url=f"https://127.0.0.1:{pebble.mgmt}/broken")
+    services = await build(broken)
+    await start(services)
+    try:
+        assert (await served_cert(services.addresses["listen"], root))[0] == serial
+        assert any("serving the cached one until it works" in r.getMessage() for r in caplog.records)
+    finally:
+        await stop(services)
