@@ -40,7 +40,7 @@ def node_view(n: Node, c: Any, now: datetime) -> dict[str, Any]:
         "id": n.id, "name": n.given_name, "hostname": n.hostname, "tags": list(n.tags),
         "owner": ("tagged" if n.tags else (user.name if user else "—")),
         "addresses": list(n.addresses), "online": n.id in st.online,
-        "last_seen": when(n.last_seen, now), "last_seen_iso": n.last_seen.isoformat() if n.last_seen else "",
+        "last_seen": "now" if n.id in st.online else when(n.last_seen, now), "last_seen_iso": n.last_seen.isoformat() if n.last_seen else "",
         "expiry": "no expiry" if n.expiry is None or n.expiry.year <= 1 else
         ("expired " + when(n.expiry, now) if n.is_expired(now) else "expires " + when(n.expiry, now)),
         "expired": n.is_expired(now),
@@ -83,7 +83,8 @@ def register(bp: Blueprint, c: Any) -> None:
     async def machines_state():
         now = st.now()
         body = {"nodes": [{"id": n.id, "online": n.id in st.online, "name": n.given_name,
-                           "lastSeen": when(n.last_seen, now)} for n in st.nodes.values()]}
+                           "lastSeen": "now" if n.id in st.online else when(n.last_seen, now)}
+                          for n in st.nodes.values()]}
         import json
 
         return Response(json.dumps(body), content_type="application/json")
