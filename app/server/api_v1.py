@@ -24,6 +24,7 @@ from app.core.model import (
     User,
 )
 from app.core.tailcfg import parse_go_time
+from app.service import auth_requests
 from app.service.errors import Conflict, Invalid, NotFound, ServiceError
 from app.store.errors import StoreError
 
@@ -375,13 +376,17 @@ def api_blueprint() -> Blueprint:
     @bp.post("/auth/approve")
     async def auth_approve():
         b = await body_json()
-        svc().ssh_checks.decide(str(b.get("authId") or ""), approve=True)
+        s = svc()
+        await auth_requests.decide(str(b.get("authId") or ""), True, ssh_checks=s.ssh_checks,
+                                   registrar=s.registrar, oidc=getattr(s, "oidc", None))
         return ok({})
 
     @bp.post("/auth/reject")
     async def auth_reject():
         b = await body_json()
-        svc().ssh_checks.decide(str(b.get("authId") or ""), approve=False)
+        s = svc()
+        await auth_requests.decide(str(b.get("authId") or ""), False, ssh_checks=s.ssh_checks,
+                                   registrar=s.registrar, oidc=getattr(s, "oidc", None))
         return ok({})
 
     async def _register(user_ref: Any, auth_id: Any):

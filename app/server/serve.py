@@ -29,6 +29,7 @@ from app.server.control_routes import ControlRoutes
 from app.server.edge import Edge
 from app.server.ts2021 import TS2021
 from app.server.ts2021_ws import with_websocket
+from app.service import oidc_setup
 from app.service.errors import Invalid
 from app.service.policy import PolicyService
 from app.service.registration import Registrar
@@ -49,6 +50,7 @@ class Services:
     policy: PolicyService
     ts2021: TS2021
     ssh_checks: Any = None
+    oidc: Any = None            # app.service.oidc.OIDCLogin when oidc.issuer is set
     derp: Any = None
     derp_blueprint: Any = None
     stun: Any = None
@@ -161,6 +163,12 @@ async def build(cfg: Any, db: Any = None) -> Services:
     routes = ControlRoutes(state, registrar, mapper, batcher, ssh_checks=ssh_checks)
     ts = TS2021(noise_private, routes.for_machine)
     services = Services(cfg, state, registrar, mapper, batcher, policy, ts, ssh_checks=ssh_checks)
+    services.oidc = oidc_setup.from_config(cfg, state, registrar, ssh_checks)
+    if services.oidc is not None:
+        # Before any listener opens: with only_start_if_oidc_is_available a dead provider stops here.
+        retry = await oidc_setup.discover_at_start(services.oidc, bool(cfg.oidc.only_start_if_oidc_is_available))
+        if retry is not None:
+            services.tasks.append(retry)
     if cfg.derp.server.enabled:
         _setup_derp(services)
     return services

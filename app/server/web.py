@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import platform
 import time
-from html import escape
 
 from quart import Quart, Response, request
 
 from app import HEADSCALE_API_VERSION, __version__
-from app.core.authid import is_auth_id
 from app.server import metrics
 from app.server.api_errors import api_error_handlers
 from app.server.api_v1 import api_blueprint
 from app.server.apidoc import apidoc_blueprint
 from app.server.clientaddr import request_address
+from app.server.pages import pages_blueprint
 from app.server.requestlog import log_request, safe_path
 
 SECURITY_HEADERS = {
@@ -76,34 +75,7 @@ def create_app(services) -> Quart:
     async def robots():
         return Response("User-agent: *\nDisallow: /\n", content_type="text/plain")
 
-    @app.get("/")
-    async def index():
-        return Response("", content_type="text/html")
-
-    @app.get("/register/<auth_id>")
-    async def register_page(auth_id: str):
-        if not is_auth_id(auth_id):
-            return Response("invalid registration id", status=400, content_type="text/plain")
-        page = (
-            "<!DOCTYPE html><html><head><title>Registration</title></head><body>"
-            "<h1>Machine registration</h1><p>Run the command below on the server to add this machine:</p>"
-            f"<pre>headscale auth register --auth-id {escape(auth_id)} --user USERNAME</pre></body></html>"
-        )
-        return Response(page, content_type="text/html; charset=utf-8")
-
-    @app.get("/auth/<auth_id>")
-    async def ssh_check_page(auth_id: str):
-        if not is_auth_id(auth_id):
-            return Response("invalid request id", status=400, content_type="text/plain")
-        page = (
-            "<!DOCTYPE html><html><head><title>SSH check</title></head><body>"
-            "<h1>Tailscale SSH check</h1><p>An administrator approves this SSH session on the server:</p>"
-            f"<pre>headscale auth approve --auth-id {escape(auth_id)}</pre>"
-            f"<p>or refuses it with <code>headscale auth reject --auth-id {escape(auth_id)}</code>.</p>"
-            "</body></html>"
-        )
-        return Response(page, content_type="text/html; charset=utf-8")
-
+    app.register_blueprint(pages_blueprint())
     app.register_blueprint(api_blueprint())
     app.register_blueprint(apidoc_blueprint())
     if services.cfg.get("console.enabled"):

@@ -41,6 +41,7 @@ class Pending:
     created: float
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     node_id: int | None = None
+    rejected: bool = False
 
 
 class Registrar:
@@ -251,6 +252,8 @@ class Registrar:
             return self._start_interactive(machine_key, node_key, hostinfo, expiry)
         await pending.done.wait()
         self.pending.pop(auth_id, None)
+        if pending.rejected:
+            raise RegisterError("the login was rejected by an administrator")
         node = self.state.nodes.get(pending.node_id or -1)
         if node is None:
             raise RegisterError("registration was not completed")
@@ -269,31 +272,47 @@ class Registrar:
         self.pending[auth_id] = pending
         return pending
 
-    async def complete(self, auth_id: str, user: User) -> Node:
-        """`headscale auth register --auth-id ID --user U`: admit a pending machine."""
+    async def complete(self, auth_id: str, user: User, *, method: str = RegisterMethod.CLI,
+                       expiry: datetime | None = None) -> Node:
+        """Admit a pending machine for ``user``: `headscale auth register --auth-id ID --user U`
+        (method CLI) or a confirmed OIDC sign-in (method OIDC; ``expiry`` from the ID token when
+        oidc.use_expiry_from_token). The same machine signing in again as the same user keeps
+        its node (id and addresses)."""
         from app.service.errors import NotFound
 
         st = self.state
         pending = self.pending.get(auth_id)
-        if pending is None:
+        if pending is None or pending.done.is_set():
             raise NotFound(f"no pending registration with id {auth_id!r} (expired or unknown)")
         async with st.lock:
             existing = next((n for n in st.nodes_of_machine(pending.machine_key) if n.user_id == user.id), None)
             hostname = str(pending.hostinfo.get("Hostname") or "node")
-            expiry = self._node_expiry(pending.expiry, tagged=False)
+            expiry = expiry if expiry is not None else self._node_expiry(pending.expiry, tagged=False)
             if existing is not None:
                 node = await st.replace_node(
                     dataclasses.replace(existing, node_key=pending.node_key, expiry=expiry,
                                         hostinfo=pending.hostinfo or existing.hostinfo,
-                                        register_method=RegisterMethod.CLI),
+                                        register_method=method),
                     Change(peers_changed={existing.id}, self_changed={existing.id}),
                 )
             else:
                 node = await st.create_node(Node(
                     id=0, machine_key=pending.machine_key, node_key=pending.node_key, hostname=hostname,
-                    user_id=user.id, hostinfo=pending.hostinfo or None, register_method=RegisterMethod.CLI,
+                    user_id=user.id, hostinfo=pending.hostinfo or None, register_method=method,
                     expiry=expiry,
                 ))
         pending.node_id = node.id
         pending.done.set()
         return node
+
+    def reject(self, auth_id: str) -> Pending:
+        """`headscale auth reject --auth-id ID` for a pending login: the waiting client is told
+        it was refused, and the id is forgotten."""
+        from app.service.errors import NotFound
+
+        pending = self.pending.get(auth_id)
+        if pending is None or pending.done.is_set():
+            raise NotFound(f"no pending registration with id {auth_id!r} (expired or unknown)")
+        pending.rejected = True
+        pending.done.set()
+        return pending

@@ -1,0 +1,140 @@
+"""Sign-in with a real provider and a real browser: the waiting machine is registered after the
+person confirms; every failure is a page and changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.browser import async_screenshot
+from tests.oidc.conftest import new_client
+from tests.oidc_idp import async_sign_in
+
+
+async def _confirm_page(page, url: str, login: str) -> None:
+    await page.goto(url)
+    await async_sign_in(page, login)
+    await page.wait_for_selector("h1:has-text('Confirm machine registration')", timeout=15000)
+
+
+async def test_sign_in_registers_the_waiting_machine(make_server, browser, trust_idp):
+    services = await make_server({"allowed_domains": ["example.com"], "allowed_groups": ["/staff"],
+                                  "pkce": {"enabled": True, "method": "S256"}})
+    client, url = await new_client(services, "laptop")
+    followup = asyncio.create_task(client.register(Followup=url))
+    t0 = time.monotonic()
+    await _confirm_page(browser, url, "alice")
+    text = await browser.inner_text("main")
+    assert "laptop" in text and "Alice Example" in text and "linux" in text
+    await async_screenshot(browser, "oidc-confirm")
+    assert not followup.done()          # nothing is registered before the click
+    assert not services.state.nodes
+    await browser.click("button[type=submit]")
+    await browser.wait_for_selector("h1:has-text('Machine registered')")
+    await async_screenshot(browser, "oidc-success")
+    resp = await asyncio.wait_for(followup, 10)
+    elapsed = time.monotonic() - t0
+    assert resp["MachineAuthorized"] is True, resp
+    (node,) = services.state.nodes.values()
+    user = services.state.users[node.user_id]
+    assert (user.name, user.email, user.display_name) == ("alice", "alice@example.com", "Alice Example")
+    assert user.provider == "oidc" and user.provider_identifier == f"{trust_idp.issuer}/alice"
+    assert node.register_method == "oidc" and node.hostname == "laptop"
+    assert resp["Login"]["LoginName"] == "alice@example.com"
+    print(f"login URL -> registered (browser sign-in + confirm): {elapsed:.2f} s")
+    await client.close()
+
+
+async def test_disallowed_domain_gets_a_page_and_no_node(make_server, browser):
+    services = await make_server({"allowed_domains": ["example.com"]})
+    client, url = await new_client(services, "intruder")
+    await browser.goto(url)
+    await async_sign_in(browser, "mallory")
+    await browser.wait_for_selector("h1:has-text('not allowed')")
+    assert "domain" in await browser.inner_text("main")
+    await async_screenshot(browser, "oidc-denied-domain")
+    assert not services.state.nodes and services.state.user_by_name("mallory") is None
+    # The machine still waits: an admin can still decide.
+    assert any(not p.done.is_set() for p in services.registrar.pending.values())
+    await client.close()
+
+
+async def test_unverified_email_and_group_rules(make_server, browser):
+    services = await make_server({"allowed_users": ["bob@example.com"]})
+    client, url = await new_client(services)
+    await browser.goto(url)
+    await async_sign_in(browser, "bob")          # email_verified: false, required by default
+    await browser.wait_for_selector("h1:has-text('not verified')")
+    assert services.state.user_by_name("bob") is None
+    await client.close()
+
+
+async def test_cancel_at_the_provider_and_replay_and_foreign_browser(make_server, browser, tmp_path, trust_idp):
+    from tests.browser import async_chromium
+
+    services = await make_server()
+    client, url = await new_client(services)
+    await browser.goto(url)
+    await browser.wait_for_selector("input[name=login]")
+    await browser.click("text=Cancel")            # the provider answers error=access_denied
+    await browser.wait_for_selector("h1:has-text('Sign-in was cancelled')")
+    assert "HTTP 403" in await browser.inner_text("main")
+    # A full sign-in, then the same callback URL again: a replay.
+    seen: list[str] = []
+    browser.on("request", lambda r: seen.append(r.url))
+    await _confirm_page(browser, url, "alice")
+    callback = next(u for u in reversed(seen) if "/oidc/callback?code=" in u)
+    await browser.goto(callback)
+    await browser.wait_for_selector("h1:has-text('already used')")
+    # The callback in another browser (no state cookie): refused, nothing registered.
+    async with async_chromium(tmp_path / "other", ca_pems=[trust_idp.ca]) as other:
+        await other.goto(callback)
+        await other.wait_for_selector("h1:has-text('could not be verified')")
+    assert not services.state.nodes
+    await client.close()
+
+
+async def test_unknown_and_malformed_ids(make_server, browser):
+    services = await make_server()
+    host, port = services.addresses["listen"]
+    resp = await browser.goto(f"http://{host}:{port}/register/hskey-authreq-000000000000000000000000")
+    assert resp.status in (400, 404)
+    await browser.wait_for_selector("h1")
+    resp = await browser.goto(f"http://{host}:{port}/register/%3Cscript%3E")
+    assert resp.status == 400
+    assert "<script>" not in await browser.content()
+
+
+async def test_admin_approves_or_rejects_a_pending_web_login(make_server, browser):
+    from app.service import auth_requests
+    from app.service.errors import Invalid
+
+    services = await make_server()
+    s = services
+    client, url = await new_client(services, "approved-by-admin")
+    auth_id = url.rsplit("/", 1)[-1]
+    # Nobody signed in yet: approve says how to register it instead, and changes nothing.
+    try:
+        await auth_requests.decide(auth_id, True, ssh_checks=s.ssh_checks, registrar=s.registrar, oidc=s.oidc)
+        raise AssertionError("approved without a user")
+    except Invalid as exc:
+        assert "headscale auth register" in str(exc)
+    followup = asyncio.create_task(client.register(Followup=url))
+    await _confirm_page(browser, url, "alice")
+    await auth_requests.decide(auth_id, True, ssh_checks=s.ssh_checks, registrar=s.registrar, oidc=s.oidc)
+    resp = await asyncio.wait_for(followup, 10)
+    assert resp["MachineAuthorized"] is True
+    # The person's own confirmation now finds nothing to confirm.
+    await browser.click("button[type=submit]")
+    await browser.wait_for_selector("h1:has-text('expired')")
+    # Reject: the waiting client is told.
+    client2, url2 = await new_client(services, "rejected")
+    followup2 = asyncio.create_task(client2.register(Followup=url2))
+    await asyncio.sleep(0.1)
+    await auth_requests.decide(url2.rsplit("/", 1)[-1], False, ssh_checks=s.ssh_checks, registrar=s.registrar,
+                               oidc=s.oidc)
+    resp2 = await asyncio.wait_for(followup2, 10)
+    assert "rejected" in resp2.get("Error", ""), resp2
+    assert len(services.state.nodes) == 1
+    await client.close()
+    await client2.close()
