@@ -204,6 +204,10 @@ class CertManager:
         except errors.TimeoutError:
             raise AcmeError(f"the CA did not finish the order within {ORDER_TIMEOUT:.0f} s") from None
         except errors.Error as exc:
+            resp = next((a for a in _flat(exc.args) if isinstance(a, requests.Response)), None)
+            if resp is not None:   # not an ACME problem document: a wrong URL or not a CA
+                raise AcmeError(f"the ACME server answered HTTP {resp.status_code} for {resp.url}; check "
+                                f"acme_url ({self.directory_url}) names an ACME directory") from None
             raise AcmeError(f"ACME client error: {exc}") from None
         except requests.RequestException as exc:   # DNS, refused, TLS, timeouts
             raise AcmeError(f"cannot reach the ACME directory {self.directory_url}: {exc}") from None
@@ -315,7 +319,7 @@ class CertManager:
                     return cached
                 wait = core.backoff(attempt + 1, FIRST_START_BACKOFF, 60.0, exc.retry_after)
                 if attempt + 1 < FIRST_START_ATTEMPTS:
-                    log.error("could not obtain a certificate for %s: %s; retrying in %.0f s",
+                    log.error("could not obtain a certificate for %s: %s; retrying in %.1f s",
                               self.hostname, exc, wait)
                     await asyncio.sleep(wait)
         assert last is not None
@@ -345,6 +349,13 @@ class CertManager:
             self.current = cert
             if self.on_new_certificate is not None:
                 self.on_new_certificate(cert)
+
+
+def _flat(args) -> list:
+    out = []
+    for a in args:
+        out += _flat(a) if isinstance(a, tuple) else [a]
+    return out
 
 
 def jose_thumbprint(jwk) -> str:

@@ -130,6 +130,7 @@ async def test_broken_directory_first_start_refuses_clearly(tmp_path, pebble, mo
     await stop(services)
     text = str(exc.value)
     assert "could not obtain a TLS certificate for hs.acme.test" in text
+    assert "answered HTTP 404" in text and "check acme_url" in text
     assert "Traceback" not in text
 
 
