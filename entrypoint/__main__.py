@@ -104,6 +104,13 @@ def write_secrets(settings: Settings, paths: Paths) -> None:
         _write_private(paths.oidc_secret, settings["HEADSCALE_OIDC_CLIENT_SECRET"].strip() + "\n")
     else:
         paths.oidc_secret.unlink(missing_ok=True)
+    # DATABASE_URL's password for libpq, in the server's $HOME (0600, as libpq insists).
+    pgpass = paths.data_dir / ".pgpass"
+    if settings.postgres is not None and settings.postgres["password"]:
+        escaped = settings.postgres["password"].replace("\\", "\\\\").replace(":", "\\:")
+        _write_private(pgpass, f"*:*:*:*:{escaped}\n")
+    else:
+        pgpass.unlink(missing_ok=True)
 
 
 def write_configuration(settings: Settings, paths: Paths, tools: Tools) -> Rendered:
@@ -178,7 +185,11 @@ def record_import_when_replicated(boot: Boot, source: importer.ImportSource):
 
 
 def supervise_programs(boot: Boot, imported: importer.ImportSource | None) -> int:
-    if not boot.settings.litestream:
+    if boot.settings.postgres is not None:
+        log.info("database: PostgreSQL %s@%s/%s (DATABASE_URL); this Machine serves when it holds the "
+                 "lease, else stands by", boot.settings.postgres["user"], boot.settings.postgres["host"],
+                 boot.settings.postgres["name"])
+    elif not boot.settings.litestream:
         for line in (
             "!" * 72,
             "LITESTREAM_ENABLED=false: the database is NOT replicated.",

@@ -176,6 +176,33 @@ def check_dns_name(value: str) -> str | None:
     return "must be a DNS name such as tailnet or ts.example.com"
 
 
+def parse_postgres_url(value: str) -> dict[str, str]:
+    """host, port, name, user, password, ssl (sslmode, or "false") of a postgres:// URL."""
+    from urllib.parse import parse_qs, unquote
+
+    parts = urlsplit(value.strip())
+    query = parse_qs(parts.query)
+    return {
+        "host": parts.hostname or "", "port": str(parts.port or ""), "name": unquote(parts.path.lstrip("/")),
+        "user": unquote(parts.username or ""), "password": unquote(parts.password or ""),
+        "ssl": (query.get("sslmode") or ["false"])[0],
+    }
+
+
+def check_postgres_url(value: str) -> str | None:
+    try:
+        parts = urlsplit(value.strip())
+        parsed = parse_postgres_url(value)
+    except ValueError as error:
+        return f"is not a valid URL ({error})"
+    if parts.scheme not in ("postgres", "postgresql"):
+        return "must start with postgres:// or postgresql://"
+    missing = [k for k in ("host", "name", "user") if not parsed[k]]
+    if missing:
+        return f"lacks the {', '.join(missing)} (postgres://user:password@host:5432/database)"
+    return None
+
+
 def check_positive_int(value: str) -> str | None:
     return None if value.isdigit() and int(value) > 0 else "must be a whole number greater than zero"
 
@@ -214,6 +241,11 @@ VARIABLES: tuple[Var, ...] = (
         S, Required.WITH_S3, check=check_http_url),
     Var("BUCKET_NAME", None, "Bucket holding the replica (`headscale.db/`) and `import-db.sqlite`.",
         S, Required.WITH_S3),
+    Var("DATABASE_URL", None,
+        "PostgreSQL URL (`postgres://user:password@host:5432/db?sslmode=…`; `fly postgres attach` sets it). "
+        "Set: the data lives in PostgreSQL instead of SQLite + Litestream, and two or more Machines may run "
+        "(one active, the others standing by; README: Highly available deployment).",
+        S, secret=True, check=check_postgres_url),
     # control server
     Var("HEADSCALE_SERVER_URL", "https://${FLY_APP_NAME}.fly.dev",
         "Public URL clients use (`--login-server`). Use this or HEADSCALE_DOMAIN_NAME.", SV, check=check_http_url),
@@ -316,6 +348,7 @@ class Settings:
     idle: bool
     oidc: bool
     age_recipient: str | None
+    postgres: Mapping[str, str] | None = None  # parsed DATABASE_URL (password included: never render it)
 
     def __getitem__(self, name: str) -> str:
         return self.values[name]
@@ -356,7 +389,16 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
 def validate(environ: Mapping[str, str]) -> Settings:
     values = read(environ)
     problems: list[str] = []
+    postgres = bool(values["DATABASE_URL"])
     litestream = as_bool(values["LITESTREAM_ENABLED"]) if check_bool(values["LITESTREAM_ENABLED"]) is None else True
+    if postgres:
+        if environ.get("LITESTREAM_ENABLED") and litestream:
+            problems.append("LITESTREAM_ENABLED=true and DATABASE_URL are both set: with PostgreSQL there is "
+                            "no SQLite file to replicate; unset LITESTREAM_ENABLED")
+        litestream = False
+        if environ.get("IMPORT_DATABASE") and as_bool(environ.get("IMPORT_DATABASE", "")):
+            problems.append("IMPORT_DATABASE=true and DATABASE_URL are both set: copy an SQLite database into "
+                            "PostgreSQL with `headscale database copy --to $DATABASE_URL` instead")
     import_db = as_bool(values["IMPORT_DATABASE"]) if check_bool(values["IMPORT_DATABASE"]) is None else False
     oidc = bool(values["HEADSCALE_OIDC_ISSUER"])
     explicit_url = bool(environ.get("HEADSCALE_SERVER_URL"))
@@ -422,6 +464,7 @@ def validate(environ: Mapping[str, str]) -> Settings:
         idle=as_bool(values["ENTRYPOINT_IDLE"]),
         oidc=oidc,
         age_recipient=recipient,
+        postgres=parse_postgres_url(values["DATABASE_URL"]) if postgres else None,
     )
 
 

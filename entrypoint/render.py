@@ -73,6 +73,7 @@ def context(settings: Settings, paths: Paths, tools: Tools) -> dict[str, object]
         "server_url": settings.server_url,
         "oidc": settings.oidc,
         "litestream": settings.litestream,
+        "postgres": {k: v for k, v in (settings.postgres or {}).items() if k != "password"},
         "age_recipient": settings.age_recipient or "",
         "replica_path": REPLICA_PATH,
         "paths": paths,

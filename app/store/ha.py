@@ -38,6 +38,16 @@ log = logging.getLogger("headscale.ha")
 LOCK_KEY = 0x6873686131  # "hsha1": the active server's session advisory lock
 _SETUP_KEY = 0x6873686130  # serialises the CREATE TABLEs of processes starting together
 
+# A host that vanishes (power, partition) must not keep the lock: both ends of the lease
+# connection probe the other after 2 s of silence and give up after ~5 s (PostgreSQL then ends
+# the session and releases the lock; these server settings are per session, user-settable).
+LEASE_KEEPALIVES = {
+    "keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1, "keepalives_count": 3,
+    "tcp_user_timeout": 5000,
+    "options": "-c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3"
+               " -c tcp_user_timeout=5000",
+}
+
 _SETUP = (
     ("CREATE TABLE IF NOT EXISTS pyheadscale_ha_lease (id integer PRIMARY KEY CHECK (id = 1),"
     " epoch bigint NOT NULL, holder text NOT NULL, acquired_at timestamptz NOT NULL)"),
@@ -77,7 +87,7 @@ class Lease:
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(
                 self.conninfo, autocommit=True, connect_timeout=max(1, int(self.timeout)),
-                application_name="headscale-ha-lease")
+                application_name="headscale-ha-lease", **LEASE_KEEPALIVES)
             async with self._conn.transaction():
                 await self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_KEY,))
                 for stmt in _SETUP:
