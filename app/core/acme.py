@@ -87,6 +87,45 @@ def parse_retry_after(value: str, now: datetime.datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
+def client_hello_alpn(message: bytes) -> list[str] | None:
+    """The ALPN protocol names a TLS ClientHello offers (RFC 7301), from the handshake message
+    (4-byte header included); [] without the extension, None when the bytes do not parse.
+
+        u8 type=1, u24 len | u16 version | 32 random | u8+ session id | u16+ cipher suites |
+        u8+ compression | u16+ extensions: (u16 type, u16+ data)*; ALPN is type 16, its data a
+        u16+ list of u8+ names
+    """
+    try:
+        if message[0] != 1:
+            return None
+        i = 4 + 2 + 32
+        i += 1 + message[i]
+        i += 2 + int.from_bytes(message[i:i + 2], "big")
+        i += 1 + message[i]
+        if i == len(message):
+            return []
+        end = i + 2 + int.from_bytes(message[i:i + 2], "big")
+        i += 2
+        if end > len(message):
+            return None
+        while i + 4 <= end:
+            ext = int.from_bytes(message[i:i + 2], "big")
+            size = int.from_bytes(message[i + 2:i + 4], "big")
+            data = message[i + 4:i + 4 + size]
+            i += 4 + size
+            if ext != 16:
+                continue
+            names, j = [], 2
+            while j < len(data):
+                n = data[j]
+                names.append(data[j + 1:j + 1 + n].decode("ascii", "replace"))
+                j += 1 + n
+            return names
+        return []
+    except IndexError:
+        return None
+
+
 def key_authorization_digest(key_authorization: str) -> bytes:
     return hashlib.sha256(key_authorization.encode("ascii")).digest()
 

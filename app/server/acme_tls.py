@@ -7,9 +7,11 @@ certificate is loaded into that same context, so the next handshake uses it with
 TLS handshakes fail, and nothing is ever served as plain HTTP instead.
 
 TLS-ALPN-01: while a challenge for the hostname is pending, a ClientHello naming the hostname
-(SNI) is answered with a second context holding the validation certificate and ALPN
-"acme-tls/1". Python's SNI callback cannot see the client's ALPN list, so during those seconds
-an ordinary client naming the hostname gets that certificate too and retries.
+(SNI) and offering only ALPN "acme-tls/1" (the validator) is answered with a second context
+holding the validation certificate; every other client keeps getting the real certificate.
+Python's SNI callback cannot see the client's ALPN list, so the ClientHello is read first by
+CPython's TLS message hook (``SSLContext._msg_callback``, called before the SNI callback) and
+parsed by core.acme.client_hello_alpn. Should that hook ever not run, the SNI alone decides.
 
 HTTP-01: ``GET /.well-known/acme-challenge/<token>`` answers the key authorization; any other
 request is redirected to server_url (as headscale's autocert handler does).
@@ -28,6 +30,17 @@ from app.service.acme import AcmeError, Certificate, CertManager
 log = logging.getLogger("headscale.acme")
 
 CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
+ALPN_ATTR = "_headscale_alpn"
+
+
+def _remember_alpn(conn, direction, _version, _content_type, msg_type, data) -> None:
+    if direction == "read" and msg_type == ssl._TLSMessageType.CLIENT_HELLO:
+        offered = core.client_hello_alpn(bytes(data))
+        if offered is not None:   # unparsable: leave it to the SNI alone
+            try:
+                setattr(conn, ALPN_ATTR, offered)
+            except AttributeError:
+                pass
 
 
 def manager_from_config(cfg: Any) -> CertManager:
@@ -46,6 +59,8 @@ class AcmeTLS:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.set_alpn_protocols(["http/1.1"])
         self.context.sni_callback = self._sni
+        if self.manager.challenge_type == "TLS-ALPN-01":
+            self.context._msg_callback = _remember_alpn
         self.http01: asyncio.AbstractServer | None = None
         self.task: asyncio.Task | None = None
 
@@ -64,6 +79,9 @@ class AcmeTLS:
         pending = self.manager.challenges.tls_alpn01.get((server_name or "").lower())
         if pending is None:
             return
+        offered = getattr(ssl_obj, ALPN_ATTR, None)
+        if offered is not None and core.ACME_TLS_ALPN not in offered:
+            return   # an ordinary client naming the hostname: the real certificate
         challenge = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
             challenge.load_cert_chain(*pending)

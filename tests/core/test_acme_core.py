@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import ssl
 
 from cryptography import x509
 
@@ -49,3 +50,29 @@ def test_retry_after_header():
     assert acme.parse_retry_after("Mon, 30 Nov 2026 13:00:00 GMT", NOW) == 3600
     assert acme.parse_retry_after("Mon, 30 Nov 2026 11:00:00 GMT", NOW) == 0
     assert acme.parse_retry_after("", NOW) is None and acme.parse_retry_after("soon", NOW) is None
+
+
+def client_hello(alpn: list[str] | None) -> bytes:
+    """A real ClientHello from Python's TLS stack, as the handshake message (record header off)."""
+    ctx = ssl.create_default_context()
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    out = ssl.MemoryBIO()
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), out, server_hostname="hs.example.com")
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    record = out.read()
+    assert record[0] == 22   # a TLS handshake record
+    return record[5:]
+
+
+def test_client_hello_alpn():
+    assert acme.client_hello_alpn(client_hello(["acme-tls/1"])) == ["acme-tls/1"]
+    assert acme.client_hello_alpn(client_hello(["h2", "http/1.1"])) == ["h2", "http/1.1"]
+    assert acme.client_hello_alpn(client_hello(None)) == []
+    hello = client_hello(["acme-tls/1"])
+    assert acme.client_hello_alpn(hello[:40]) is None
+    assert acme.client_hello_alpn(b"\x02" + hello[1:]) is None
+    assert acme.client_hello_alpn(b"") is None

@@ -79,6 +79,8 @@ async def test_certificate_obtained_at_start_and_reused_from_cache(tmp_path, peb
             assert pebble.count("Attempting to validate w/ HTTP") == 0
             assert any("answering TLS-ALPN-01 challenge" in r.getMessage() for r in caplog.records)
         assert pebble.count("set VALID by completed challenge") == 1
+        if challenge == "TLS-ALPN-01":
+            await _only_the_validator_gets_a_pending_challenge(services, root, tmp_path)
         assert pebble.count(f"Issued certificate serial {serial}") == 1
         # Control over the obtained certificate: our client speaks TS2021 through it.
         _, key = await user_and_key(services)
@@ -217,3 +219,29 @@ async def test_restart_with_a_due_certificate_and_a_broken_ca_serves_the_cached_
         assert any("serving the cached one until it works" in r.getMessage() for r in caplog.records)
     finally:
         await stop(services)
+
+
+async def _only_the_validator_gets_a_pending_challenge(services, root, tmp_path):
+    """While a TLS-ALPN-01 challenge is pending, a client offering only acme-tls/1 gets the
+    validation certificate; an ordinary client naming the same host keeps the real one."""
+    cert_pem, key_pem = core_acme.tls_alpn01_certificate(HOST, "token.thumbprint")
+    (tmp_path / "chal.crt").write_bytes(cert_pem)
+    (tmp_path / "chal.key").write_bytes(key_pem)
+    pending = services.acme.manager.challenges.tls_alpn01
+    pending[HOST] = (str(tmp_path / "chal.crt"), str(tmp_path / "chal.key"))
+    try:
+        addr = services.addresses["listen"]
+        await served_cert(addr, root)     # verified against pebble's root: the real certificate
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        ctx.set_alpn_protocols([core_acme.ACME_TLS_ALPN])
+        _, writer = await asyncio.open_connection(*addr, ssl=ctx, server_hostname=HOST)
+        obj = writer.get_extra_info("ssl_object")
+        assert obj.selected_alpn_protocol() == core_acme.ACME_TLS_ALPN
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+        served = x509.load_der_x509_certificate(obj.getpeercert(binary_form=True)).public_bytes(Encoding.PEM)
+        assert served == cert_pem
+        writer.close()
+    finally:
+        pending.pop(HOST, None)
