@@ -76,3 +76,17 @@ def test_client_hello_alpn():
     assert acme.client_hello_alpn(hello[:40]) is None
     assert acme.client_hello_alpn(b"\x02" + hello[1:]) is None
     assert acme.client_hello_alpn(b"") is None
+
+
+def test_client_hello_alpn_never_raises_on_mangled_input():
+    import random
+
+    rng = random.Random(9)
+    hello = bytearray(client_hello(["acme-tls/1", "http/1.1"]))
+    for _ in range(3000):
+        data = bytearray(hello)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        data = data[: rng.randint(0, len(data))]
+        out = acme.client_hello_alpn(bytes(data))
+        assert out is None or all(isinstance(n, str) for n in out)

@@ -75,6 +75,10 @@ async def test_certificate_obtained_at_start_and_reused_from_cache(tmp_path, peb
         assert pebble.count("Added order") == 1
         if challenge == "HTTP-01":
             assert pebble.count("Attempting to validate w/ HTTP") >= 1
+            # The challenge port sends everything else to server_url; unknown tokens are 404.
+            redirect = await _http_get(pebble.ports["http"], "/register/x?y=1")
+            assert redirect.startswith(b"HTTP/1.1 302") and f"Location: {cfg.server_url}/register/x?y=1".encode() in redirect
+            assert (await _http_get(pebble.ports["http"], "/.well-known/acme-challenge/nope")).startswith(b"HTTP/1.1 404")
         else:
             assert pebble.count("Attempting to validate w/ HTTP") == 0
             assert any("answering TLS-ALPN-01 challenge" in r.getMessage() for r in caplog.records)
@@ -245,3 +249,11 @@ async def _only_the_validator_gets_a_pending_challenge(services, root, tmp_path)
         writer.close()
     finally:
         pending.pop(HOST, None)
+
+
+async def _http_get(port: int, path: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return data
