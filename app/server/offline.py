@@ -13,9 +13,9 @@ from app.service.policyview import compile_view
 
 
 async def _run(action: str, cfg: Any, text: str | None) -> str:
-    from app.store import Database
+    from app.server.database import open_database
 
-    db = await Database.open(cfg.database.sqlite.path)
+    db = await open_database(cfg)  # SQLite file or PostgreSQL, as the config says
     try:
         if action == "get":
             if cfg.policy.mode == "file":
