@@ -147,13 +147,14 @@ SETTINGS: tuple[Setting, ...] = (
       "headscale's gRPC listener. This server has no gRPC: the CLI uses the REST API over "
       "unix_socket, or over HTTPS with cli.address.", compat_only=True),
     S("grpc_allow_insecure", Bool(), False,
-      "Allow gRPC without TLS (headscale).", compat_only=True),
+      "headscale: allow its gRPC listener without TLS. This server has no gRPC listener.",
+      compat_only=True),
     S("trusted_proxies", PrefixList(), [],
       "CIDRs of reverse proxies whose True-Client-IP / X-Real-IP / X-Forwarded-For headers are "
       "honoured. Empty ignores those headers. 0.0.0.0/0 and ::/0 are refused."),
     S("disable_check_updates", Bool(), False,
-      "Disable the check for newer releases (this server never phones home; kept for "
-      "compatibility).", compat_only=True),
+      "Disable the check for newer releases. This server never checks (it never phones "
+      "home), so it always behaves as with true."),
     # --- noise --------------------------------------------------------------------------------
     S("noise.private_key_path", Path(), "/var/lib/headscale/noise_private.key",
       "Private key of the TS2021 Noise protocol (the server's machine key). Generated if "
@@ -182,7 +183,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("derp.server.verify_clients", Bool(), True,
       "Only relay for clients that are nodes of this server."),
     S("derp.server.stun_listen_addr", HostPort(allow_empty=True), "0.0.0.0:3478",
-      "UDP address of the STUN server; required when derp.server.enabled is true."),
+      "UDP address of the STUN server; required when derp.server.enabled and "
+      "derp.server.stun.enabled are true."),
     S("derp.server.private_key_path", Path(), "/var/lib/headscale/derp_server_private.key",
       "Private key of the embedded DERP server. Generated if missing."),
     S("derp.server.automatically_add_embedded_derp_region", Bool(), True,
@@ -194,7 +196,8 @@ SETTINGS: tuple[Setting, ...] = (
       "Public IPv6 address advertised for the embedded DERP server (optional)."),
     S("derp.server.stun.enabled", Bool(), True,
       "Run the STUN server with the embedded DERP server (headscale code default; not in "
-      "the example config)."),
+      "the example config). false: no STUN listener, and the DERP map tells clients the "
+      "region has no STUN (STUNPort -1)."),
     S("derp.urls", URLList(), ["https://controlplane.tailscale.com/derpmap/default"],
       "URLs of JSON DERP maps to fetch. Empty list: no external DERP map."),
     S("derp.paths", StrList(), [],
@@ -226,20 +229,26 @@ SETTINGS: tuple[Setting, ...] = (
       "deployment).", choices=("sqlite", "sqlite3", "postgres", "postgresql"),
       check=_database_type),
     S("database.debug", Bool(), False, "Log every SQL statement (needs log.level debug)."),
-    S("database.gorm.prepare_stmt", Bool(), True, "GORM prepared statements.", compat_only=True),
-    S("database.gorm.parameterized_queries", Bool(), True, "GORM parameterised queries.",
+    S("database.gorm.prepare_stmt", Bool(), True,
+      "headscale's ORM (GORM): prepared statements. No GORM here.",
+      compat_only=True),
+    S("database.gorm.parameterized_queries", Bool(), True,
+      "headscale's ORM (GORM): parameterised queries. No GORM here.",
       compat_only=True),
     S("database.gorm.skip_err_record_not_found", Bool(), True,
-      "GORM: do not log 'record not found'.", compat_only=True),
+      "headscale's ORM (GORM): do not log 'record not found'. No GORM here.", compat_only=True),
     S("database.gorm.slow_threshold", Int(), 1000,
-      "GORM slow-query threshold in milliseconds.", compat_only=True),
+      "headscale's ORM (GORM): slow-query threshold in milliseconds. No GORM here.",
+      compat_only=True),
     S("database.sqlite.path", Path(), "/var/lib/headscale/db.sqlite",
       "SQLite database file. Relative paths are relative to the config file."),
     S("database.sqlite.write_ahead_log", Bool(), True,
-      "Use SQLite WAL mode (needed for Litestream replication)."),
+      "Use SQLite WAL mode. Always on here (Litestream replicates the WAL); false is refused "
+      "with a warning and WAL stays on.", compat_only=True),
     S("database.sqlite.wal_autocheckpoint", Int(), 1000,
-      "WAL frames before an automatic checkpoint; 0 disables automatic checkpoints.",
-      check=_non_negative),
+      "WAL frames before an automatic checkpoint. SQLite's 1000 is always used here (other "
+      "values are reported and ignored: Litestream manages checkpoints).",
+      check=_non_negative, compat_only=True),
     S("database.postgres.host", Str(), "",
       "PostgreSQL host name or address, or the directory of its unix socket. Required with "
       "database.type postgres."),
@@ -361,19 +370,26 @@ SETTINGS: tuple[Setting, ...] = (
     S("tuning.register_cache_expiration", Duration(), "15m",
       "How long a pending interactive registration stays valid.", check=_positive),
     S("tuning.node_store_batch_size", Int(), 100,
-      "Node writes collected before the in-memory snapshot is rebuilt.", check=_positive),
+      "headscale: node writes collected before its in-memory snapshot is rebuilt. Here every "
+      "node write updates the in-memory tailnet at once; there is no batch to size.",
+      check=_positive, compat_only=True),
     S("tuning.node_store_batch_timeout", Duration(), "500ms",
-      "Longest wait before a partial batch of node writes is applied.", check=_positive),
+      "headscale: longest wait before a partial batch of node writes is applied. Here node "
+      "writes are applied at once.", check=_positive, compat_only=True),
     S("tuning.notifier_send_timeout", Duration(), "800ms",
-      "Longest wait when handing an update to one connected client.", check=_positive),
+      "headscale: longest wait when handing an update to one connected client. Here handing "
+      "over never waits: a client more than tuning.node_mapsession_buffered_chan_size updates "
+      "behind gets one full map instead.", check=_positive, compat_only=True),
     S("tuning.batch_change_delay", Duration(), "100ms",
       "How long changes are collected before map updates go out. Deliberately 100ms here: "
       "this server flushes faster than headscale's 800ms default.", check=_non_negative),
     S("tuning.node_mapsession_buffered_chan_size", Int(), 30,
-      "Queued map updates per connected client.", check=_positive),
+      "Map updates queued for one connected client; a client further behind has its backlog "
+      "replaced by one full map.", check=_positive),
     S("tuning.batcher_workers", Int(), 0,
-      "Parallel map-update workers; 0 = automatic (headscale: 3/4 of the CPUs).",
-      check=_non_negative),
+      "headscale: parallel map-update workers (0 = 3/4 of the CPUs). Here map updates are "
+      "built on the server's one event loop, so there are no workers to set.",
+      check=_non_negative, compat_only=True),
     # Connection limits (this server's own keys; headscale has none): docs/config.md and
     # app/server/limits.py say what each bounds.
     S("tuning.request_head_timeout", Duration(), "10s",

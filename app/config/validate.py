@@ -219,9 +219,19 @@ def _ha_probe(c: Checker) -> None:
         c.problem("node.routes.ha.probe_timeout: must be less than node.routes.ha.probe_interval")
 
 
-@rule("derp.server.enabled", "derp.server.stun_listen_addr")
+@rule("node.routes.ha.probe_interval", "node.routes.ha.probe_timeout")
+def _ha_probe_pending(c: Checker) -> None:
+    # Until HA routers are health-probed (issue 9 item 5), a tuned probe is reported.
+    for key, default in (("node.routes.ha.probe_interval", 10.0), ("node.routes.ha.probe_timeout", 5.0)):
+        if c.v[key] != default:
+            c.warn(f"{key} has no effect yet: HA subnet routers are not health-probed by this "
+                   "server (a primary loses primary when its session ends); remove it")
+
+
+@rule("derp.server.enabled", "derp.server.stun_listen_addr", "derp.server.stun.enabled")
 def _derp_stun(c: Checker) -> None:
-    if c.v["derp.server.enabled"] and not c.v["derp.server.stun_listen_addr"]:
+    if (c.v["derp.server.enabled"] and c.v["derp.server.stun.enabled"]
+            and not c.v["derp.server.stun_listen_addr"]):
         c.problem("derp.server.stun_listen_addr: must be set when derp.server.enabled is true")
 
 
@@ -292,6 +302,58 @@ def _postgres(c: Checker) -> None:
     if c.v["database.postgres.max_idle_conns"] > c.v["database.postgres.max_open_conns"]:
         c.warn("database.postgres.max_idle_conns is larger than max_open_conns; "
                "at most max_open_conns stay open")
+
+
+@rule()
+def _no_effect(c: Checker) -> None:
+    """A key kept only so headscale configs load: a value other than its default is reported,
+    never silently dropped."""
+    from app.config.settings import ACTIVE
+
+    for s in ACTIVE:
+        if s.compat_only and s.name not in c.bad and c.v[s.name] != s.type.parse(s.default, False):
+            c.warn(f"{s.name} has no effect in this server and is ignored ({s.help.rstrip('.')}); "
+                   "remove it")
+
+
+# Keys that only mean something when another key enables their feature: set on their own they
+# would be silently ignored, so they are reported. (condition, its description, dependent keys)
+# Paths that configs pre-fill (tls_letsencrypt_cache_dir, derp.server.*) are not listed: headscale's
+# own example sets them with the feature off.
+_DEPENDENT: list[tuple[Callable[[dict[str, Any]], bool], str, tuple[str, ...]]] = [
+    (lambda v: bool(v["oidc.issuer"]), "oidc.issuer is set",
+     ("oidc.client_id", "oidc.client_secret", "oidc.client_secret_path", "oidc.scope",
+      "oidc.extra_params", "oidc.allowed_domains", "oidc.allowed_users", "oidc.allowed_groups",
+      "oidc.email_verified_required", "oidc.use_expiry_from_token", "oidc.pkce.enabled",
+      "oidc.pkce.method", "oidc.only_start_if_oidc_is_available")),
+    (lambda v: bool(v["tls_letsencrypt_hostname"]), "tls_letsencrypt_hostname is set",
+     ("acme_url", "acme_email", "tls_letsencrypt_challenge_type", "tls_letsencrypt_listen")),
+    (lambda v: str(v["database.type"]).lower() in ("postgres", "postgresql"),
+     "database.type is postgres",
+     ("database.postgres.host", "database.postgres.port", "database.postgres.name",
+      "database.postgres.user", "database.postgres.pass", "database.postgres.ssl",
+      "database.postgres.max_open_conns", "database.postgres.max_idle_conns",
+      "database.postgres.conn_max_idle_time_secs")),
+]
+
+
+@rule()
+def _dependent(c: Checker) -> None:
+    from app.config.settings import BY_NAME
+
+    for enabled, when, keys in _DEPENDENT:
+        try:
+            on = enabled(c.v)
+        except KeyError:
+            continue
+        if on:
+            continue
+        for key in keys:
+            s = BY_NAME.get(key)
+            if s is None or key in c.bad or s.removed is not None or s.compat_only:
+                continue
+            if c.v.get(key) != s.type.parse(s.default, False):
+                c.warn(f"{key} has no effect unless {when}; set that too, or remove {key}")
 
 
 def expand_env(text: str, env: Mapping[str, str]) -> str:

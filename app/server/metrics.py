@@ -47,8 +47,18 @@ class _DerpCollector:
             yield CounterMetricFamily(f"headscale_derp_{name}", f"DERP {name.replace('_', ' ')}", value=s[name])
 
 
+_derp_collector: _DerpCollector | None = None
+
+
 def register_derp(derp) -> None:
-    REGISTRY.register(_DerpCollector(derp))
+    """Report ``derp``'s counters. One collector per process: a later server in the same
+    process (tests, an HA takeover) replaces the relay it reads."""
+    global _derp_collector
+    if _derp_collector is None:
+        _derp_collector = _DerpCollector(derp)
+        REGISTRY.register(_derp_collector)
+    else:
+        _derp_collector.derp = derp
 
 
 def render() -> bytes:

@@ -125,6 +125,8 @@ def load_derp_map(cfg: Any, fetch_urls: bool = True) -> dict[str, Any]:
     srv = cfg.derp.server
     if srv.enabled and srv.automatically_add_embedded_derp_region:
         _, stun_port = split_hostport(srv.stun_listen_addr or ":3478", 3478)
+        if not srv.stun.enabled:
+            stun_port = 0  # STUNPort -1: clients do not try STUN against this region
         maps.append(derpmap.embedded_region(
             cfg.server_url, region_id=int(srv.region_id), region_code=srv.region_code,
             region_name=srv.region_name, stun_port=stun_port, ipv4=srv.ipv4 or "", ipv6=srv.ipv6 or "",
@@ -159,6 +161,7 @@ async def build(cfg: Any, db: Any = None) -> Services:
     mapper = Mapper(state)
     batcher = Batcher(state, mapper, float(cfg.tuning.batch_change_delay), on_sent=lambda kind: None)
     registrar = Registrar(state)
+    batcher.queue_limit = int(cfg.tuning.node_mapsession_buffered_chan_size)
     ssh_checks = SSHChecks(cfg.server_url, lambda src, dst: state.policy.ssh_check_period(src, dst))
     routes = ControlRoutes(state, registrar, mapper, batcher, ssh_checks=ssh_checks)
     ts = TS2021(noise_private, routes.for_machine)
@@ -262,7 +265,7 @@ async def start(services: Services) -> None:
         msrv = await medge.listen_tcp(mhost, mport)
         services.addresses["metrics"] = msrv.sockets[0].getsockname()[:2]
 
-    if services.derp is not None and cfg.derp.server.stun_listen_addr:
+    if services.derp is not None and cfg.derp.server.stun.enabled and cfg.derp.server.stun_listen_addr:
         from app.server.stun_udp import start_stun
 
         shost, sport = split_hostport(cfg.derp.server.stun_listen_addr, 3478)
@@ -277,7 +280,7 @@ async def start(services: Services) -> None:
         loop.create_task(_gauges(services), name="gauges"),
         loop.create_task(_policy_watch(services), name="policy-watch"),
     ]
-    if cfg.derp.auto_update_enabled and cfg.derp.urls:
+    if cfg.derp.auto_update_enabled and (cfg.derp.urls or cfg.derp.paths):
         services.tasks.append(loop.create_task(_derp_refresh(services), name="derp-refresh"))
 
 
@@ -347,7 +350,7 @@ async def _policy_watch(s: Services) -> None:
 
 
 async def _derp_refresh(s: Services) -> None:
-    every = max(60.0, float(s.cfg.derp.update_frequency))
+    every = max(1.0, float(s.cfg.derp.update_frequency))
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(every)
@@ -397,7 +400,8 @@ def write_dev_config(cfg: Any, path: str) -> None:
 
 def setup_logging(level: str, fmt: str = "text") -> None:
     lvl = {"trace": "DEBUG", "debug": "DEBUG", "info": "INFO", "warn": "WARNING", "warning": "WARNING",
-           "error": "ERROR", "fatal": "CRITICAL", "panic": "CRITICAL"}.get(str(level).lower(), "INFO")
+           "error": "ERROR", "fatal": "CRITICAL", "panic": "CRITICAL",
+           "disabled": logging.CRITICAL + 10}.get(str(level).lower(), "INFO")
     if fmt == "json":
         from app.server.requestlog import JsonFormatter
 

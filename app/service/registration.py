@@ -223,6 +223,12 @@ class Registrar:
         default = float(self.state.cfg.node.expiry or 0)
         if default > 0:
             from datetime import timedelta
+        limit = int(self.state.cfg.tuning.register_cache_max_entries)
+        while self.pending and len(self.pending) >= max(limit, 1):  # oldest first (dict order)
+            oldest = next(iter(self.pending))
+            log.info("pending registration %s evicted (tuning.register_cache_max_entries %d)",
+                     oldest, limit)
+            self.pending.pop(oldest).done.set()
 
             return self.state.now() + timedelta(seconds=default)
         return None
@@ -231,6 +237,7 @@ class Registrar:
 
     def _start_interactive(self, machine_key: str, node_key: str, hostinfo: dict[str, Any],
                            expiry: datetime | None) -> dict[str, Any]:
+        ttl = float(self.state.cfg.tuning.register_cache_expiration or PENDING_TTL)
         self._gc_pending()
         auth_id = new_auth_id()
         self.pending[auth_id] = Pending(auth_id, machine_key, node_key, hostinfo, expiry,
@@ -277,6 +284,7 @@ class Registrar:
         """Admit a pending machine for ``user``: `headscale auth register --auth-id ID --user U`
         (method CLI) or a confirmed OIDC sign-in (method OIDC; ``expiry`` from the ID token when
         oidc.use_expiry_from_token). The same machine signing in again as the same user keeps
+        self._gc_pending()  # an expired registration (tuning.register_cache_expiration) is gone
         its node (id and addresses)."""
         from app.service.errors import NotFound
 
