@@ -310,7 +310,7 @@ class CertManager:
                 return self.current
             except AcmeError as exc:
                 last = exc
-                if cached is not None:   # due for renewal but still valid: serve it, renew later
+                if cached is not None and cached.not_after > now:   # due but valid: serve it, renew later
                     log.error("renewing the certificate for %s failed: %s; serving the cached one "
                               "until it works", self.hostname, exc)
                     self.failures = 1
@@ -318,6 +318,8 @@ class CertManager:
                     self.current = cached
                     return cached
                 wait = core.backoff(attempt + 1, FIRST_START_BACKOFF, 60.0, exc.retry_after)
+                if wait > 60.0:   # the CA asks for a long pause (rate limit): say so instead of hanging
+                    raise AcmeError(f"{exc}; the CA asks to retry in {wait:.0f} s") from None
                 if attempt + 1 < FIRST_START_ATTEMPTS:
                     log.error("could not obtain a certificate for %s: %s; retrying in %.1f s",
                               self.hostname, exc, wait)
