@@ -165,10 +165,17 @@ async def run_ha(cfg: Any, ready: asyncio.Event | None = None, stop_event: async
 
     started = time.monotonic()
     await _close(edges)
-    db = await open_database(cfg)
-    db._engine.fence = lease.check
-    services = await serve.build(cfg, db=db)
-    await serve.start(services)
+    try:
+        db = await open_database(cfg)
+        db._engine.fence = lease.check
+        services = await serve.build(cfg, db=db)
+        await serve.start(services)
+    except Exception as exc:
+        # Holding the lease without serving would keep every standby out: give it back.
+        await lease.close()
+        log.error("HA: took the lease but could not start serving (%s: %s); lease released",
+                  type(exc).__name__, exc)
+        raise
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(serve.reload(services)))
     set_role("active")
