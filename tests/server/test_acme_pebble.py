@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def pebble(tmp_path, request):
+def pebble(tmp_path):
     ports = {"http": free_port(), "tls": free_port()}
     p = Pebble(tmp_path, http_port=ports["http"], tls_port=ports["tls"])
     p.ports = ports
