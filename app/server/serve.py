@@ -141,6 +141,11 @@ async def build(cfg: Any, db: Any = None) -> Services:
     to open the one the config names."""
     from app.server.database import open_database
 
+    # First of all: with only_start_if_oidc_is_available a dead provider stops the start here.
+    oidc_provider, oidc_retry = oidc_setup.provider_from_config(cfg), None
+    if oidc_provider is not None:
+        oidc_retry = await oidc_setup.discover_at_start(
+            oidc_provider, bool(cfg.oidc.only_start_if_oidc_is_available))
     noise_private = read_or_create_private_key(cfg.noise.private_key_path)
     if db is None:
         db = await open_database(cfg)
@@ -166,12 +171,10 @@ async def build(cfg: Any, db: Any = None) -> Services:
     routes = ControlRoutes(state, registrar, mapper, batcher, ssh_checks=ssh_checks)
     ts = TS2021(noise_private, routes.for_machine)
     services = Services(cfg, state, registrar, mapper, batcher, policy, ts, ssh_checks=ssh_checks)
-    services.oidc = oidc_setup.from_config(cfg, state, registrar, ssh_checks)
-    if services.oidc is not None:
-        # Before any listener opens: with only_start_if_oidc_is_available a dead provider stops here.
-        retry = await oidc_setup.discover_at_start(services.oidc, bool(cfg.oidc.only_start_if_oidc_is_available))
-        if retry is not None:
-            services.tasks.append(retry)
+    if oidc_provider is not None:
+        services.oidc = oidc_setup.login_from_config(cfg, oidc_provider, state, registrar, ssh_checks)
+        if oidc_retry is not None:
+            services.tasks.append(oidc_retry)
     if cfg.derp.server.enabled:
         _setup_derp(services)
     return services

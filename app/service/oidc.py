@@ -166,7 +166,10 @@ class OIDCLogin:
             login = self.logins.pop(state, None) if state else None
             if login is not None:
                 login.used = True
-            raise FlowError("provider_error", f"provider answered error={args['error'][:64]}", 403)
+            error = args["error"][:64]
+            reason = "provider_error" if error in ("access_denied", "login_required", "consent_required",
+                                                   "interaction_required") else "provider_refused"
+            raise FlowError(reason, f"provider answered error={error!r}", 403)
         code = args.get("code", "")
         if not code or len(state) < 6:
             raise FlowError("bad_callback", "missing code or state", 400)

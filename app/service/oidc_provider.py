@@ -6,8 +6,8 @@ answer stops the start (serve prints one line); without it the server starts any
 provider answers; meanwhile sign-in pages say that sign-in is unavailable.
 
 The JWKS is fetched with discovery and cached; a token signed with a ``kid`` the cache does not
-hold triggers one refetch (key rotation), at most once every REFETCH_GAP seconds so that
-tokens naming made-up keys cannot make us hammer the provider.
+hold triggers one refetch (key rotation); refetches happen at most once every REFETCH_GAP seconds
+so that tokens naming made-up keys cannot make us hammer the provider.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class OIDCProvider:
         self.endpoints: flow.Endpoints | None = None
         self.keys = None
         self.last_error = ""
-        self._jwks_at = 0.0
+        self._refetched_at = float("-inf")   # the last refetch for an unknown kid
         self._lock = asyncio.Lock()
 
     @property
@@ -72,7 +72,6 @@ class OIDCProvider:
             keys = tokens.parse_jwks(doc)
         except tokens.TokenError as exc:
             raise ProviderError(str(exc)) from None
-        self._jwks_at = self.clock()
         return keys
 
     async def retry_forever(self, first_delay: float = 1.0) -> None:
@@ -120,8 +119,9 @@ class OIDCProvider:
             return tokens.verify_id_token(raw, self.keys, now=self.clock(), **args)
         except tokens.UnknownKey:
             async with self._lock:
-                if self.clock() - self._jwks_at >= REFETCH_GAP:
+                if self.clock() - self._refetched_at >= REFETCH_GAP:
                     log.info("ID token signed with an unknown key; refetching the provider's JWKS")
+                    self._refetched_at = self.clock()
                     self.keys = await self._fetch_jwks(ep)
             return tokens.verify_id_token(raw, self.keys, now=self.clock(), **args)
 

@@ -13,7 +13,7 @@ from app.service.oidc_provider import ClientSettings, OIDCProvider
 log = logging.getLogger("headscale.oidc")
 
 
-def from_config(cfg: Any, state, registrar, ssh_checks) -> OIDCLogin | None:
+def provider_from_config(cfg: Any) -> OIDCProvider | None:
     """None when ``oidc.issuer`` is empty (sign-in stays with `headscale auth register`)."""
     o = cfg.oidc
     if not o.issuer:
@@ -24,26 +24,29 @@ def from_config(cfg: Any, state, registrar, ssh_checks) -> OIDCLogin | None:
         secret = read_oidc_client_secret(cfg)
     except OSError as exc:
         raise SystemExit(f"error: oidc.client_secret_path: cannot read the client secret: {exc.strerror}") from None
-    settings = ClientSettings(
+    return OIDCProvider(ClientSettings(
         issuer=o.issuer, client_id=o.client_id, client_secret=secret,
         redirect_uri=cfg.server_url.rstrip("/") + "/oidc/callback",
         scope=tuple(o.scope or ["openid"]),
         extra_params=tuple(sorted((str(k), str(v)) for k, v in (o.extra_params or {}).items())),
         pkce_method=str(o.pkce.method) if o.pkce.enabled else None,
-    )
+    ))
+
+
+def login_from_config(cfg: Any, provider: OIDCProvider, state, registrar, ssh_checks) -> OIDCLogin:
+    o = cfg.oidc
     policy = OIDCPolicy(
         allowed_domains=list(o.allowed_domains or []), allowed_users=list(o.allowed_users or []),
         allowed_groups=list(o.allowed_groups or []),
         email_verified_required=bool(o.email_verified_required),
         use_expiry_from_token=bool(o.use_expiry_from_token),
     )
-    return OIDCLogin(OIDCProvider(settings), policy, state, registrar, ssh_checks)
+    return OIDCLogin(provider, policy, state, registrar, ssh_checks)
 
 
-async def discover_at_start(login: OIDCLogin, only_start_if_available: bool) -> asyncio.Task | None:
-    """Discovery before the listeners open. Returns the retry task when the provider is down and
-    start-up goes on; raises SystemExit (one line) when it must not."""
-    provider = login.provider
+async def discover_at_start(provider: OIDCProvider, only_start_if_available: bool) -> asyncio.Task | None:
+    """Discovery before anything else opens. Returns the retry task when the provider is down
+    and start-up goes on; raises SystemExit (one line) when it must not."""
     try:
         await provider.discover()
     except ProviderError as exc:

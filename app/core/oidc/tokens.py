@@ -105,7 +105,7 @@ def verify_id_token(raw: str, keys: KeySet, *, issuer: str, client_id: str, nonc
     alg = header.get("alg")
     if not isinstance(alg, str) or alg.lower() == "none":
         raise TokenError("the ID token is unsigned (alg none)")
-    if alg not in algs:
+    if alg not in algs or alg not in ASYMMETRIC_ALGS:
         raise TokenError(f"the ID token uses algorithm {alg[:20]!r}, which is not accepted")
     key = _key_for(keys, header)
     try:

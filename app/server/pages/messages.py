@@ -29,6 +29,10 @@ FAILURES: dict[str, tuple[str, str, str]] = {
     "provider_error": ("Sign-in was cancelled",
                        "The identity provider did not sign you in (access was denied or cancelled).",
                        "Start again and allow the sign-in at your identity provider. " + START_AGAIN),
+    "provider_refused": ("The identity provider refused this sign-in",
+                         ("The identity provider did not accept this server's sign-in request; this is a "
+                         "configuration problem (client, redirect URL, scopes or PKCE settings)."),
+                         "Tell the administrator of this server; its log names the provider's error code."),
     "exchange_failed": ("Sign-in failed",
                         "The identity provider refused to complete the sign-in.", START_AGAIN + " " + ASK_ADMIN),
     "token_invalid": ("This sign-in could not be verified",
