@@ -84,10 +84,7 @@ async def test_pages_without_oidc(tmp_path):
 
 async def test_apple_profiles(tmp_path):
     port = free_port()
-    # A server_url with characters that XML must escape still gives a well-formed profile.
-    async with running(server_config(tmp_path, port, None)) as services:
-        services.cfg.server_url  # noqa: B018 - the profile takes it from the config
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with running(server_config(tmp_path, port, None)):
         for platform, payload in (("ios", "io.tailscale.ipn.ios"), ("macos-app-store", "io.tailscale.ipn.macos"),
                                   ("macos-standalone", "io.tailscale.ipn.macsys")):
             body = await _raw_get(port, f"/apple/{platform}")
@@ -97,8 +94,8 @@ async def test_apple_profiles(tmp_path):
             (content,) = prof["PayloadContent"]
             assert content["PayloadType"] == payload and content["ControlURL"] == f"http://127.0.0.1:{port}"
         assert b" 400 " in (await _raw_get(port, "/apple/windows")).split(b"\r\n", 1)[0]
-        writer.close()
 
+    # A server_url with characters that XML must escape still gives a well-formed profile.
     from app.server.pages.assets import mobileconfig
 
     prof = plistlib.loads(mobileconfig("ios", "https://a.example/?x=<y>&z").encode())
