@@ -63,6 +63,8 @@ class Boot:
 def check_environment(environ: Mapping[str, str], tools: Tools) -> Settings:
     for name in envtable.unknown_variables(environ):
         log.warning("%s is not a variable this appliance knows (typo?); it is ignored", name)
+    for line in envtable.retired_variables(environ):
+        log.warning("%s", line)
     problems: list[str] = []
     try:
         settings = envtable.validate(environ)

@@ -381,9 +381,22 @@ def read(environ: Mapping[str, str]) -> dict[str, str]:
     return values
 
 
+# Variables of earlier appliance versions whose setting no longer exists, and why.
+RETIRED = {
+    "HEADSCALE_OIDC_STRIP_EMAIL_DOMAIN": (
+        "headscale 0.26 removed oidc.strip_email_domain: a signed-in user is named by the provider's "
+        "preferred_username (else the verified e-mail address); unset it"),
+}
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """Names that look like ours but are not in the table (likely typos)."""
-    return sorted(n for n in environ if n.startswith(OWN_PREFIXES) and n not in BY_NAME)
+    return sorted(n for n in environ if n.startswith(OWN_PREFIXES) and n not in BY_NAME and n not in RETIRED)
+
+
+def retired_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per retired variable that is set: what replaced it."""
+    return [f"{n} is no longer used: {RETIRED[n]}" for n in sorted(RETIRED) if n in environ]
 
 
 def validate(environ: Mapping[str, str]) -> Settings:

@@ -138,3 +138,33 @@ async def test_admin_approves_or_rejects_a_pending_web_login(make_server, browse
     assert len(services.state.nodes) == 1
     await client.close()
     await client2.close()
+
+
+async def test_ssh_check_is_approved_by_the_source_machines_owner_only(make_server, browser):
+    services = await make_server()
+    client, url = await new_client(services, "src")
+    followup = asyncio.create_task(client.register(Followup=url))
+    await _confirm_page(browser, url, "alice")
+    await browser.click("button[type=submit]")
+    await asyncio.wait_for(followup, 10)
+    (src,) = services.state.nodes.values()
+    checks = services.ssh_checks
+    host, port = services.addresses["listen"]
+    # Someone else signs in at the check link: refused, the check stays pending.
+    first = checks._delegate(src.id, src.id, "root")["message"].split("visit: ")[1].strip()
+    await browser.context.clear_cookies()
+    await browser.goto(first)
+    await async_sign_in(browser, "mallory")
+    await browser.wait_for_selector("h1:has-text('owner')")
+    first_id = first.rsplit("/", 1)[-1]
+    assert first_id in checks.pending and not checks.pending[first_id].decided.is_set()
+    # The owner signs in: approved.
+    second = checks._delegate(src.id, src.id, "root")["message"].split("visit: ")[1].strip()
+    assert second.startswith(f"http://{host}:{port}/auth/")
+    await browser.context.clear_cookies()
+    await browser.goto(second)
+    await async_sign_in(browser, "alice")
+    await browser.wait_for_selector("h1:has-text('SSH session authorized')")
+    req = checks.pending[second.rsplit("/", 1)[-1]]
+    assert req.decided.is_set() and req.approved
+    await client.close()
