@@ -106,38 +106,52 @@ async def test_unknown_and_malformed_ids(make_server, browser):
 
 
 async def test_admin_approves_or_rejects_a_pending_web_login(make_server, browser):
-    from app.service import auth_requests
-    from app.service.errors import Invalid
+    from tests.server.apiclient import api_with_key
 
-    services = await make_server()
-    s = services
+    services = await make_server({"use_expiry_from_token": True})
+    api = await api_with_key(services)
     client, url = await new_client(services, "approved-by-admin")
     auth_id = url.rsplit("/", 1)[-1]
     # Nobody signed in yet: approve says how to register it instead, and changes nothing.
-    try:
-        await auth_requests.decide(auth_id, True, ssh_checks=s.ssh_checks, registrar=s.registrar, oidc=s.oidc)
-        raise AssertionError("approved without a user")
-    except Invalid as exc:
-        assert "headscale auth register" in str(exc)
+    status, body = await api.call("POST", "/api/v1/auth/approve", {"authId": auth_id})
+    assert status == 400 and "headscale auth register --auth-id" in body["message"], body
     followup = asyncio.create_task(client.register(Followup=url))
     await _confirm_page(browser, url, "alice")
-    await auth_requests.decide(auth_id, True, ssh_checks=s.ssh_checks, registrar=s.registrar, oidc=s.oidc)
+    await api.ok("POST", "/api/v1/auth/approve", {"authId": auth_id})     # `headscale auth approve`
     resp = await asyncio.wait_for(followup, 10)
     assert resp["MachineAuthorized"] is True
+    (node,) = services.state.nodes.values()
+    # use_expiry_from_token: the node expires with the ID token (the provider issues them for 1 h).
+    left = (node.expiry - services.state.now()).total_seconds()
+    assert 3000 < left <= 3600, left
     # The person's own confirmation now finds nothing to confirm.
     await browser.click("button[type=submit]")
     await browser.wait_for_selector("h1:has-text('expired')")
-    # Reject: the waiting client is told.
+    # Reject: the waiting client is told, nothing is registered.
     client2, url2 = await new_client(services, "rejected")
     followup2 = asyncio.create_task(client2.register(Followup=url2))
     await asyncio.sleep(0.1)
-    await auth_requests.decide(url2.rsplit("/", 1)[-1], False, ssh_checks=s.ssh_checks, registrar=s.registrar,
-                               oidc=s.oidc)
+    await api.ok("POST", "/api/v1/auth/reject", {"authId": url2.rsplit("/", 1)[-1]})
     resp2 = await asyncio.wait_for(followup2, 10)
     assert "rejected" in resp2.get("Error", ""), resp2
     assert len(services.state.nodes) == 1
+    status, _ = await api.call("POST", "/api/v1/auth/reject", {"authId": url2.rsplit("/", 1)[-1]})
+    assert status == 404
     await client.close()
     await client2.close()
+
+
+async def test_default_node_expiry_applies_to_oidc_nodes(make_server, browser):
+    services = await make_server(**{"node.expiry": "180d"})
+    client, url = await new_client(services)
+    followup = asyncio.create_task(client.register(Followup=url))
+    await _confirm_page(browser, url, "alice")
+    await browser.click("button[type=submit]")
+    await asyncio.wait_for(followup, 10)
+    (node,) = services.state.nodes.values()
+    days = (node.expiry - services.state.now()).total_seconds() / 86400
+    assert 179.9 < days <= 180, days
+    await client.close()
 
 
 async def test_ssh_check_is_approved_by_the_source_machines_owner_only(make_server, browser):
