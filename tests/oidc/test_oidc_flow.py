@@ -4,11 +4,13 @@ person confirms; every failure is a page and changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from urllib.parse import parse_qsl, urlsplit
 
 from tests.browser import async_screenshot
 from tests.oidc.conftest import new_client
-from tests.oidc_idp import async_sign_in
+from tests.oidc_idp import CLIENT_SECRET, async_sign_in
 
 
 async def _confirm_page(page, url: str, login: str) -> None:
@@ -17,10 +19,13 @@ async def _confirm_page(page, url: str, login: str) -> None:
     await page.wait_for_selector("h1:has-text('Confirm machine registration')", timeout=15000)
 
 
-async def test_sign_in_registers_the_waiting_machine(make_server, browser, trust_idp):
+async def test_sign_in_registers_the_waiting_machine(make_server, browser, trust_idp, caplog):
+    caplog.set_level(logging.DEBUG)
     services = await make_server({"allowed_domains": ["example.com"], "allowed_groups": ["/staff"],
                                   "pkce": {"enabled": True, "method": "S256"}})
     client, url = await new_client(services, "laptop")
+    seen: list[str] = []
+    browser.on("request", lambda r: seen.append(r.url))
     followup = asyncio.create_task(client.register(Followup=url))
     t0 = time.monotonic()
     await _confirm_page(browser, url, "alice")
@@ -42,10 +47,18 @@ async def test_sign_in_registers_the_waiting_machine(make_server, browser, trust
     assert node.register_method == "oidc" and node.hostname == "laptop"
     assert resp["Login"]["LoginName"] == "alice@example.com"
     print(f"login URL -> registered (browser sign-in + confirm): {elapsed:.2f} s")
+    # Nothing secret reached the log: not the code, state, nonce or PKCE challenge, nor the secret.
+    redirect = next(u for u in seen if u.startswith(trust_idp.issuer + "/auth?"))
+    callback = next(u for u in seen if "/oidc/callback?" in u)
+    values = dict(parse_qsl(urlsplit(redirect).query)) | dict(parse_qsl(urlsplit(callback).query))
+    secrets = [values[k] for k in ("state", "nonce", "code_challenge", "code")] + [CLIENT_SECRET]
+    text = "\n".join(r.getMessage() + str(getattr(r, "http", "")) for r in caplog.records)
+    assert "node 1 registered for user" in text
+    assert [v for v in secrets if v in text] == []
     await client.close()
 
 
-async def test_disallowed_domain_gets_a_page_and_no_node(make_server, browser):
+async def test_disallowed_domain_gets_a_page_and_no_node(make_server, browser, caplog):
     services = await make_server({"allowed_domains": ["example.com"]})
     client, url = await new_client(services, "intruder")
     await browser.goto(url)
@@ -53,6 +66,7 @@ async def test_disallowed_domain_gets_a_page_and_no_node(make_server, browser):
     await browser.wait_for_selector("h1:has-text('not allowed')")
     assert "domain" in await browser.inner_text("main")
     await async_screenshot(browser, "oidc-denied-domain")
+    assert len([r for r in caplog.records if "sign-in failed" in r.getMessage()]) == 1   # logged once
     assert not services.state.nodes and services.state.user_by_name("mallory") is None
     # The machine still waits: an admin can still decide.
     assert any(not p.done.is_set() for p in services.registrar.pending.values())
