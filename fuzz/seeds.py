@@ -149,8 +149,40 @@ def h2() -> list[bytes]:
     return [data[24:]]  # the target sends the client preface itself
 
 
+def tls_client_hello_alpn() -> list[bytes]:
+    import ssl
+
+    out = []
+    for alpn in (["acme-tls/1"], ["h2", "http/1.1"], None):
+        ctx = ssl.create_default_context()
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        bio = ssl.MemoryBIO()
+        obj = ctx.wrap_bio(ssl.MemoryBIO(), bio, server_hostname="hs.example.com")
+        try:
+            obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        out.append(bio.read()[5:])   # the handshake message, record header off
+    return out
+
+
+def websocket_frames() -> list[bytes]:
+    """Client frames (masked, RFC 6455): binary, text, ping then binary, close, an unmasked
+    frame with a reserved opcode, a cut frame."""
+    mask = b"\x01\x02\x03\x04"
+
+    def frame(op: int, payload: bytes) -> bytes:
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        return bytes([0x80 | op, 0x80 | len(payload)]) + mask + masked
+
+    return [frame(2, b"\x00\x01noise"), frame(1, b"text"), frame(9, b"ping") + frame(2, b"after"),
+            frame(8, b"\x03\xe8bye"), b"\x83\x03abc", frame(2, b"a")[:3]]
+
+
 SEEDS = {f.__name__: f for f in (noise_handshake, noise_transport, noise_early, derp_frames, derp_client_info,
-                                  derp_relay, stun, control_requests, hujson, policy, config, h2)}
+                                  derp_relay, stun, control_requests, hujson, policy, config, h2,
+                                  tls_client_hello_alpn, websocket_frames)}
 
 
 def main() -> None:

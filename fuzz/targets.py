@@ -276,3 +276,52 @@ def _small_tailnet():
              tags=("tag:server",)),
     ]
     return users, nodes
+
+
+@target("tls_client_hello_alpn", "ALPN list of a TLS ClientHello (TLS-ALPN-01 certificate choice)")
+def _tls_client_hello_alpn():
+    from app.core.acme import client_hello_alpn
+
+    def one_input(data: bytes) -> None:
+        out = client_hello_alpn(data)
+        assert out is None or all(isinstance(n, str) for n in out)
+
+    return one_input, ()
+
+
+WS_OPENING = (b"GET /ts2021?X-Tailscale-Handshake=AAAA HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+              b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: tailscale-control-protocol\r\n\r\n")
+
+
+@target("websocket_frames", "client frames on an accepted /ts2021 WebSocket (wsstream.WSReader)")
+def _websocket_frames():
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection
+
+    from app.server.wsstream import WSReader
+
+    loop = asyncio.new_event_loop()
+
+    class _Writer:
+        def write(self, data: bytes) -> None:
+            pass
+
+    async def serve(data: bytes) -> None:
+        ws = WSConnection(ConnectionType.SERVER)
+        ws.receive_data(WS_OPENING)
+        list(ws.events())
+        ws.send(AcceptConnection(subprotocol="tailscale-control-protocol"))
+        stream = asyncio.StreamReader()
+        for i in range(0, len(data), 501):
+            stream.feed_data(data[i:i + 501])
+        stream.feed_eof()
+        reader = WSReader(stream, ws, _Writer(), "fuzz")
+        while await reader.read(65536):
+            pass
+
+    def one_input(data: bytes) -> None:
+        # every broken frame must end in a clean close (read() -> b""), never an exception
+        loop.run_until_complete(serve(data))
+
+    return one_input, ()
