@@ -196,3 +196,23 @@ async def test_ssh_check_is_approved_by_the_source_machines_owner_only(make_serv
     req = checks.pending[second.rsplit("/", 1)[-1]]
     assert req.decided.is_set() and req.approved
     await client.close()
+
+
+async def test_provider_down_during_the_code_exchange(make_server, browser, trust_idp):
+    import dataclasses
+
+    from tests.oidc_idp import free_port
+
+    services = await make_server()
+    client, url = await new_client(services)
+    # The provider's token endpoint stops answering between the redirect and the code exchange.
+    provider = services.oidc.provider
+    dead = f"https://127.0.0.1:{free_port()}/token"
+    provider.endpoints = dataclasses.replace(provider.endpoints, token_endpoint=dead)
+    await browser.goto(url)
+    await async_sign_in(browser, "alice")
+    await browser.wait_for_selector("h1:has-text('unavailable')")
+    await async_screenshot(browser, "oidc-provider-down")
+    assert "HTTP 502" in await browser.inner_text("main")
+    assert not services.state.nodes and services.state.user_by_name("alice") is None
+    await client.close()
