@@ -24,12 +24,21 @@ import logging
 import ssl
 from typing import Any
 
+from prometheus_client import Counter, Gauge
+
 from app.core import acme as core
+from app.server.metrics import REGISTRY
 from app.service.acme import AcmeError, Certificate, CertManager
 
 log = logging.getLogger("headscale.acme")
 
 CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
+
+CERT_NOT_AFTER = Gauge("headscale_tls_certificate_not_after_seconds",
+                       "Expiry (unix time) of the ACME certificate in service", registry=REGISTRY)
+RENEWAL_FAILURES = Gauge("headscale_acme_renewal_failures",
+                         "Consecutive failed ACME renewals (0 after a success)", registry=REGISTRY)
+ORDERS = Counter("headscale_acme_orders_total", "ACME orders by outcome", ["outcome"], registry=REGISTRY)
 ALPN_ATTR = "_headscale_alpn"
 
 
@@ -56,6 +65,7 @@ class AcmeTLS:
         self.cfg = cfg
         self.manager = manager or manager_from_config(cfg)
         self.manager.on_new_certificate = self._install
+        self.manager.on_outcome = self._count
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.set_alpn_protocols(["http/1.1"])
         self.context.sni_callback = self._sni
@@ -74,6 +84,11 @@ class AcmeTLS:
                       cert.cert_path, exc)
             return
         log.info("serving certificate serial %s for %s", cert.serial, self.manager.hostname)
+        CERT_NOT_AFTER.set(cert.not_after.timestamp())
+
+    def _count(self, ok: bool) -> None:
+        ORDERS.labels("issued" if ok else "failed").inc()
+        RENEWAL_FAILURES.set(self.manager.failures)
 
     def _sni(self, ssl_obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
         pending = self.manager.challenges.tls_alpn01.get((server_name or "").lower())

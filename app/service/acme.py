@@ -73,10 +73,11 @@ class CertManager:
         self.challenge_type = challenge_type.upper()
         self.renew_before = renew_before
         self.on_new_certificate = on_new_certificate
+        self.on_outcome: Callable[[bool], None] = lambda ok: None   # after every order (metrics)
         self.challenges = Challenges()
         self.current: Certificate | None = None
         self.orders = 0            # orders placed by this process
-        self.failures = 0          # consecutive failed renewals
+        self.failures = 0          # consecutive failed orders (0 after a success)
         self._net = None
         self.retry_in: float | None = None   # seconds before the next attempt after a failure
 
@@ -291,7 +292,15 @@ class CertManager:
     # ---- async side ----------------------------------------------------------------------
 
     async def obtain(self) -> Certificate:
-        return await asyncio.get_running_loop().run_in_executor(None, self.obtain_blocking)
+        try:
+            cert = await asyncio.get_running_loop().run_in_executor(None, self.obtain_blocking)
+        except AcmeError:
+            self.failures += 1
+            self.on_outcome(False)
+            raise
+        self.failures, self.retry_in = 0, None
+        self.on_outcome(True)
+        return cert
 
     async def ensure(self) -> Certificate:
         """At start: the cached certificate when it is not due, else a new one (a few attempts).
@@ -313,8 +322,7 @@ class CertManager:
                 if cached is not None and cached.not_after > now:   # due but valid: serve it, renew later
                     log.error("renewing the certificate for %s failed: %s; serving the cached one "
                               "until it works", self.hostname, exc)
-                    self.failures = 1
-                    self.retry_in = core.backoff(1, retry_after=exc.retry_after)
+                    self.retry_in = core.backoff(self.failures, retry_after=exc.retry_after)
                     self.current = cached
                     return cached
                 wait = core.backoff(attempt + 1, FIRST_START_BACKOFF, 60.0, exc.retry_after)
@@ -341,13 +349,11 @@ class CertManager:
             try:
                 cert = await self.obtain()
             except AcmeError as exc:
-                self.failures += 1
                 retry = self.retry_in = core.backoff(self.failures, retry_after=exc.retry_after)
                 log.error("certificate renewal for %s failed: %s; still serving serial %s (valid until "
                           "%s), retrying in %.0f s", self.hostname, exc, self.current.serial,
                           self.current.not_after.isoformat(), retry)
                 continue
-            self.failures, self.retry_in = 0, None
             self.current = cert
             if self.on_new_certificate is not None:
                 self.on_new_certificate(cert)

@@ -191,6 +191,13 @@ async def test_renewal_failure_keeps_serving_the_current_certificate(tmp_path, p
         line = next(r.getMessage() for r in caplog.records if "certificate renewal" in r.getMessage())
         assert f"still serving serial {first}" in line and "retrying in" in line
         assert (await served_cert(addr, root))[0] == first
+        from app.server import metrics
+        text = metrics.render().decode()
+        assert "headscale_acme_renewal_failures 1.0" in text
+        assert 'headscale_acme_orders_total{outcome="failed"}' in text
+        not_after = next(float(x.split()[-1]) for x in text.splitlines()
+                         if x.startswith("headscale_tls_certificate_not_after_seconds "))
+        assert not_after > 1.9e9   # pebble's certificates last five years
     finally:
         await stop(services)
 
