@@ -228,7 +228,9 @@ SETTINGS: tuple[Setting, ...] = (
       "share the database: one is active, the others stand by (README: Highly available "
       "deployment).", choices=("sqlite", "sqlite3", "postgres", "postgresql"),
       check=_database_type),
-    S("database.debug", Bool(), False, "Log every SQL statement (needs log.level debug)."),
+    S("database.debug", Bool(), False,
+      "Log every SQL statement (needs log.level debug), with values replaced by ? so no key, "
+      "hash or name reaches the log. Off: no SQL is logged at any log level."),
     S("database.gorm.prepare_stmt", Bool(), True,
       "headscale's ORM (GORM): prepared statements. No GORM here.",
       compat_only=True),
@@ -244,7 +246,8 @@ SETTINGS: tuple[Setting, ...] = (
       "SQLite database file. Relative paths are relative to the config file."),
     S("database.sqlite.write_ahead_log", Bool(), True,
       "Use SQLite WAL mode. Always on here (Litestream replicates the WAL); false is refused "
-      "with a warning and WAL stays on.", compat_only=True),
+      "with a warning and WAL stays on. Commits use synchronous=FULL: a write a client was told "
+      "succeeded is on disk, also after a power loss (README, Durability).", compat_only=True),
     S("database.sqlite.wal_autocheckpoint", Int(), 1000,
       "WAL frames before an automatic checkpoint. SQLite's 1000 is always used here (other "
       "values are reported and ignored: Litestream manages checkpoints).",
@@ -314,8 +317,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("dns.extra_records", Records(), [],
       "Extra A/AAAA records: list of {name, type, value}. Excludes dns.extra_records_path. "
       "From env: JSON."),
-    S("dns.extra_records_path", Str(), "",
-      "JSON file with extra records, re-read when it changes. Excludes dns.extra_records."),
+    S("dns.extra_records_path", Path(), "",
+      "JSON file of extra A/AAAA records ([{\"name\", \"type\", \"value\"}, ...]), watched: "
+      "a change reaches connected nodes as a DNS update within about a second; a broken file "
+      "keeps the last good records (and says why in the log). Excludes dns.extra_records."),
     # --- unix socket --------------------------------------------------------------------------
     S("unix_socket", Str(), "/var/run/headscale/headscale.sock",
       "Unix socket of the admin API; the CLI uses it without authentication (local trust)."),

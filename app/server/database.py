@@ -56,4 +56,4 @@ async def open_database(cfg: Any, *, policy: str | None = None) -> Any:
             display=postgres_display(cfg))
     path = cfg.database.sqlite.path
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return await Database.open(path, policy=policy)
+    return await Database.open(path, policy=policy, sql_debug=bool(cfg.database.debug))

@@ -17,12 +17,17 @@ from dataclasses import dataclass, field
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config as HyperConfig
+from hypercorn.events import Event, Updated
 from hypercorn.utils import wrap_app
+
+from app.server import logguard
+from app.server.limits import Admission
 
 log = logging.getLogger("headscale.edge")
 
 MAX_HEAD = 16 * 1024
-HEAD_TIMEOUT = 30.0
+HEAD_TIMEOUT = 10.0        # tuning.request_head_timeout
+HTTP_IDLE_TIMEOUT = 30.0   # tuning.http_idle_timeout
 
 
 @dataclass
@@ -70,10 +75,14 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, RequestHead], Aw
 class Edge:
     """Routes connections: upgrade handlers by path, everything else to the ASGI app."""
 
-    def __init__(self, app, *, upgrades: dict[str, Handler], trusted: bool = False) -> None:
+    def __init__(self, app, *, upgrades: dict[str, Handler], trusted: bool = False,
+                 admission: Admission | None = None, head_timeout: float = HEAD_TIMEOUT,
+                 http_idle_timeout: float = HTTP_IDLE_TIMEOUT) -> None:
         self.upgrades = upgrades
+        self.admission = admission or Admission(0)
+        self.head_timeout = head_timeout
         self.hyper = HyperConfig()
-        self.hyper.keep_alive_timeout = 75
+        self.hyper.keep_alive_timeout = http_idle_timeout
         self.app = wrap_app(_Trusted(app) if trusted else app, self.hyper.wsgi_max_body_size, None)
         self.context = WorkerContext(None)
         self.tasks: set[asyncio.Task] = set()
@@ -103,13 +112,20 @@ class Edge:
                 log.debug("listener did not close within 2 s")
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        key = self.admission.admit(peer)
+        if key is None:
+            # Over the per-source (or global) limit: give the descriptor back at once.
+            logguard.refused(log, self.admission.key(peer, None), "connection refused: too many open connections")
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         if task is not None:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         try:
             try:
-                raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
+                raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.head_timeout)
             except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError, ssl.SSLError):
                 writer.close()
                 return
@@ -122,6 +138,11 @@ class Edge:
                 # Not HTTP/1.1 (e.g. HTTP/2 prior knowledge): let hypercorn deal with it.
                 await self._to_app(reader, writer, raw)
                 return
+            rekeyed = self.admission.rekey(key, peer, head)
+            if rekeyed is None:
+                logguard.refused(log, self.admission.key(peer, head), "connection refused: too many open connections")
+                return
+            key = rekeyed
             handler = self.upgrades.get(head.path)
             if handler is not None and head.header("upgrade"):
                 await handler(reader, writer, head)
@@ -130,33 +151,57 @@ class Edge:
         except asyncio.CancelledError:
             # Swallowed on purpose: asyncio's stream callback logs a cancelled task as an error.
             pass
-        except Exception:
-            log.exception("connection handler failed")
+        except Exception as exc:  # noqa: BLE001 - one aggregated line per source, never a traceback flood
+            logguard.failed(log, key, "connection handler failed", exc)
         finally:
+            self.admission.release(key)
             if not writer.is_closing():
                 writer.close()
 
     async def _to_app(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:
-        fed = asyncio.StreamReader(limit=2**20)
-        fed.feed_data(head)
+        # hypercorn reads straight from the socket's reader (after the head we already took), so
+        # the socket's flow control holds: a client sending faster than the app reads is paused
+        # by the kernel instead of filling a buffer here.
+        await _HttpConnection(self.app, asyncio.get_running_loop(), self.hyper, self.context, {},
+                              _Prefixed(head, reader), writer)
 
-        async def pump() -> None:
-            try:
-                while True:
-                    chunk = await reader.read(65536)
-                    if not chunk:
-                        break
-                    fed.feed_data(chunk)
-            except (ConnectionError, OSError, ssl.SSLError):
-                pass
-            finally:
-                fed.feed_eof()
 
-        pumper = asyncio.create_task(pump())
-        try:
-            await TCPServer(self.app, asyncio.get_running_loop(), self.hyper, self.context, {}, fed, writer)
-        finally:
-            pumper.cancel()
+class _Prefixed:
+    """The reader hypercorn sees: the already-read request head, then the socket."""
+
+    def __init__(self, head: bytes, reader: asyncio.StreamReader) -> None:
+        self._head = head
+        self._reader = reader
+
+    async def read(self, n: int) -> bytes:
+        if self._head:
+            data, self._head = self._head[:n], self._head[n:]
+            return data
+        return await self._reader.read(n)
+
+    def at_eof(self) -> bool:
+        return not self._head and self._reader.at_eof()
+
+
+class _HttpConnection(TCPServer):
+    """hypercorn's connection, released as soon as the peer closes.
+
+    hypercorn keeps its keep-alive timer task in the connection's task group, so after the
+    peer's FIN the task group (and the socket, in CLOSE-WAIT) waited for the whole keep-alive
+    timeout. Stopping the timer when reading ends lets the connection close at once.
+    """
+
+    reading_done = False
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        self.reading_done = True
+        await self.idle_task.stop()
+
+    async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, Updated) and self.reading_done:
+            return  # no keep-alive timer for a connection the peer has closed
+        await super().protocol_send(event)
 
 
 class _Trusted:

@@ -14,15 +14,23 @@ from dataclasses import dataclass, field
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
 
+from app.server import logguard
+
 log = logging.getLogger("headscale.h2")
 
-MAX_BODY = 1 << 20                 # headscale caps request bodies at 1 MiB
-MAX_STREAMS = 250
-WINDOW = 1 << 20
+# Limits per connection, before anyone has logged in (tuning.noise_max_streams sets the first).
+# Received request bytes are acknowledged (flow-control credit returned) only when the request
+# is handed to its handler or dropped, so the connection window bounds what one connection can
+# make us buffer: a peer that sends more than it was given breaks the protocol and is closed.
+MAX_STREAMS = 100                  # concurrent streams; more are refused (REFUSED_STREAM)
+MAX_BODY = 1 << 20                 # per request body, as headscale; more gets 413
+STREAM_WINDOW = MAX_BODY + 16384   # room to notice a body over MAX_BODY and answer 413
+CONN_WINDOW = 2 << 20              # unfinished request bytes per connection
 
 
 @dataclass
@@ -32,6 +40,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytearray = field(default_factory=bytearray)
+    unacked: int = 0                   # flow-controlled bytes not yet credited back
 
 
 class StreamClosed(Exception):
@@ -67,11 +76,18 @@ Handler = Callable[[Request, Response], Awaitable[None]]
 
 
 class H2Server:
-    def __init__(self, write: Callable[[bytes], None], drain: Callable[[], Awaitable[None]], handler: Handler) -> None:
+    def __init__(self, write: Callable[[bytes], None], drain: Callable[[], Awaitable[None]], handler: Handler,
+                 max_streams: int = MAX_STREAMS) -> None:
+        self.max_streams = max_streams
+        self._clock = asyncio.get_running_loop().time
+        self.last_activity = self._clock()   # last request bytes, or the end of the last answer
         self._write = write
         self._drain = drain
         self.handler = handler
-        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        # Headers arrive as bytes and are decoded per stream: a header that is not UTF-8 is that
+        # stream's 400, where h2's own decoding would raise out of receive_data for the whole
+        # connection.
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         self.conn = h2.connection.H2Connection(config=config)
         self.requests: dict[int, Request] = {}
         self.tasks: dict[int, asyncio.Task] = {}
@@ -82,12 +98,12 @@ class H2Server:
         self.conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW,
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             },
         )
         self.conn.initiate_connection()
-        self.conn.increment_flow_control_window(WINDOW)
+        self.conn.increment_flow_control_window(CONN_WINDOW - self.conn.inbound_flow_control_window)
         await self.flush()
 
     async def flush(self) -> None:
@@ -100,8 +116,19 @@ class H2Server:
         """Feed decrypted bytes; raises h2 ProtocolError on a broken peer (caller closes)."""
         events = self.conn.receive_data(data)
         for ev in events:
+            if isinstance(ev, (h2.events.RequestReceived, h2.events.DataReceived)):
+                self.last_activity = self._clock()
             if isinstance(ev, h2.events.RequestReceived):
-                hdrs = dict(ev.headers)
+                if len(self.requests) + len(self.tasks) >= self.max_streams:
+                    # h2 enforces the limit it advertised too; this also covers a peer that
+                    # never acknowledged our SETTINGS.
+                    self.conn.reset_stream(ev.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                    continue
+                try:
+                    hdrs = {bytes(k).decode(): bytes(v).decode() for k, v in ev.headers}
+                except UnicodeDecodeError:
+                    await self._refuse(ev.stream_id, 400, b"request headers must be UTF-8")
+                    continue
                 self.requests[ev.stream_id] = Request(
                     ev.stream_id, hdrs.get(":method", ""), hdrs.get(":path", ""), hdrs
                 )
@@ -109,11 +136,12 @@ class H2Server:
                     self._dispatch(ev.stream_id)
             elif isinstance(ev, h2.events.DataReceived):
                 req = self.requests.get(ev.stream_id)
-                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 if req is None:
+                    self._credit(ev.flow_controlled_length, ev.stream_id)
                     continue
+                req.unacked += ev.flow_controlled_length
                 if len(req.body) + len(ev.data) > MAX_BODY:
-                    self.requests.pop(ev.stream_id, None)
+                    self._drop(ev.stream_id)
                     await self._refuse(ev.stream_id, 413, b"request body too large")
                     continue
                 req.body += ev.data
@@ -134,8 +162,20 @@ class H2Server:
                 self.closed = True
         await self.flush()
 
-    def _dispatch(self, stream_id: int) -> None:
+    def _credit(self, n: int, stream_id: int) -> None:
+        if n:
+            self.conn.acknowledge_received_data(n, stream_id)
+
+    def _drop(self, stream_id: int) -> Request | None:
+        """Forget a stream's unfinished request and give its bytes' credit back."""
         req = self.requests.pop(stream_id, None)
+        if req is not None:
+            self._credit(req.unacked, stream_id)
+            req.unacked = 0
+        return req
+
+    def _dispatch(self, stream_id: int) -> None:
+        req = self._drop(stream_id)
         if req is None or stream_id in self.tasks:
             return
         resp = Response(self, stream_id)
@@ -153,8 +193,8 @@ class H2Server:
             pass
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             pass
-        except Exception:
-            log.exception("handler for %s %s failed", req.method, req.path)
+        except Exception as exc:  # noqa: BLE001 - answered 500; logged once per path and error per minute
+            logguard.failed(log, f"{req.method} {req.path[:64]}", "request handler failed", exc)
             try:
                 if not resp.headers_sent:
                     await resp.simple(500, b"internal error", "text/plain")
@@ -166,6 +206,7 @@ class H2Server:
         finally:
             self.tasks.pop(req.stream_id, None)
             self.window_open.pop(req.stream_id, None)
+            self.last_activity = self._clock()
 
     async def _refuse(self, stream_id: int, status: int, body: bytes) -> None:
         try:
@@ -175,7 +216,7 @@ class H2Server:
             pass
 
     def _cancel(self, stream_id: int) -> None:
-        self.requests.pop(stream_id, None)
+        self._drop(stream_id)
         task = self.tasks.pop(stream_id, None)
         if task is not None:
             task.cancel()

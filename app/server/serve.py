@@ -22,7 +22,7 @@ import yaml
 
 from app.core import derpmap, keys
 from app.core.map.builder import MapSettings, dns_config
-from app.server import metrics
+from app.server import limits, logguard, metrics
 from app.server.acme_tls import AcmeTLS
 from app.server.clientaddr import configure as configure_trusted_proxies
 from app.server.control_routes import ControlRoutes
@@ -54,6 +54,7 @@ class Services:
     derp: Any = None
     derp_blueprint: Any = None
     stun: Any = None
+    extra_records: Any = None   # app.service.extrarecords.ExtraRecordsFile (dns.extra_records_path)
     edges: list[Edge] = field(default_factory=list)
     tasks: list[asyncio.Task] = field(default_factory=list)
     addresses: dict[str, Any] = field(default_factory=dict)
@@ -141,6 +142,7 @@ async def build(cfg: Any, db: Any = None) -> Services:
     to open the one the config names."""
     from app.server.database import open_database
 
+    logguard.quiet_sql_library()
     # First of all: with only_start_if_oidc_is_available a dead provider stops the start here.
     oidc_provider, oidc_retry = oidc_setup.provider_from_config(cfg), None
     if oidc_provider is not None:
@@ -163,14 +165,17 @@ async def build(cfg: Any, db: Any = None) -> Services:
         text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise SystemExit(f"error: {where}: {'; '.join(text.splitlines())} (fix it, or check it "
                          "with `headscale configtest`)") from None
+    extra_records = _extra_records(state, cfg)
     mapper = Mapper(state)
     batcher = Batcher(state, mapper, float(cfg.tuning.batch_change_delay), on_sent=lambda kind: None)
-    registrar = Registrar(state)
     batcher.queue_limit = int(cfg.tuning.node_mapsession_buffered_chan_size)
+    registrar = Registrar(state)
     ssh_checks = SSHChecks(cfg.server_url, lambda src, dst: state.policy.ssh_check_period(src, dst))
     routes = ControlRoutes(state, registrar, mapper, batcher, ssh_checks=ssh_checks)
-    ts = TS2021(noise_private, routes.for_machine)
+    ts = TS2021(noise_private, routes.for_machine, idle_timeout=float(cfg.tuning.noise_idle_timeout),
+                max_streams=int(cfg.tuning.noise_max_streams))
     services = Services(cfg, state, registrar, mapper, batcher, policy, ts, ssh_checks=ssh_checks)
+    services.extra_records = extra_records
     if oidc_provider is not None:
         services.oidc = oidc_setup.login_from_config(cfg, oidc_provider, state, registrar, ssh_checks)
         if oidc_retry is not None:
@@ -178,6 +183,25 @@ async def build(cfg: Any, db: Any = None) -> Services:
     if cfg.derp.server.enabled:
         _setup_derp(services)
     return services
+
+
+def _extra_records(state: State, cfg: Any) -> Any:
+    if not cfg.dns.extra_records_path:
+        return None
+    from app.service.extrarecords import ExtraRecordsFile
+
+    extra = ExtraRecordsFile(state, cfg.dns.extra_records_path)
+    try:
+        extra.load()
+    except Invalid as exc:
+        raise SystemExit(f"error: {exc} (fix it, or check it with `headscale configtest`)") from None
+    return extra
+
+
+async def _extra_records_watch(s: Services) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        s.extra_records.poll()
 
 
 def _setup_derp(services: Services) -> None:
@@ -192,7 +216,8 @@ def _setup_derp(services: Services) -> None:
         node = state.node_by_key(node_key)
         return node is not None and not node.is_expired(state.now())
 
-    services.derp = DerpServer(private, verify if cfg.derp.server.verify_clients else None)
+    services.derp = DerpServer(private, verify if cfg.derp.server.verify_clients else None,
+                               handshake_timeout=float(cfg.tuning.derp_login_timeout))
     # A deleted or expired node loses its relay connection at once.
     state.removed_hooks.append(lambda node: services.derp.close_client(node.node_key))
     metrics.register_derp(services.derp)
@@ -232,7 +257,13 @@ async def start(services: Services) -> None:
             await derp.handle(reader, writer, head.method, head.path, head.headers)
 
         upgrades["/derp"] = derp_upgrade
-    edge = Edge(app, upgrades=upgrades)
+    limits.raise_fd_limit()
+    logguard.install_exception_handler(asyncio.get_running_loop())
+    # One admission count for every TCP listener: a source's connections add up across them.
+    admission = limits.Admission(int(cfg.tuning.max_connections_per_source))
+    timeouts = {"head_timeout": float(cfg.tuning.request_head_timeout),
+                "http_idle_timeout": float(cfg.tuning.http_idle_timeout)}
+    edge = Edge(app, upgrades=upgrades, admission=admission, **timeouts)
     services.edges.append(edge)
     tls = tls_context(cfg)
     acme = AcmeTLS(cfg) if cfg.tls_letsencrypt_hostname else None   # automatic TLS (ACME)
@@ -248,7 +279,7 @@ async def start(services: Services) -> None:
         services.tasks.append(acme.task)
 
     if cfg.unix_socket:
-        admin = Edge(app, upgrades={}, trusted=True)
+        admin = Edge(app, upgrades={}, trusted=True, **timeouts)
         services.edges.append(admin)
         path = cfg.unix_socket
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -262,7 +293,7 @@ async def start(services: Services) -> None:
         services.addresses["unix"] = path
 
     if cfg.metrics_listen_addr:
-        medge = Edge(create_metrics_app(services), upgrades={})
+        medge = Edge(create_metrics_app(services), upgrades={}, admission=admission, **timeouts)
         services.edges.append(medge)
         mhost, mport = split_hostport(cfg.metrics_listen_addr, 9090)
         msrv = await medge.listen_tcp(mhost, mport)
@@ -282,7 +313,11 @@ async def start(services: Services) -> None:
         loop.create_task(_expiry_watch(services), name="expiry"),
         loop.create_task(_gauges(services), name="gauges"),
         loop.create_task(_policy_watch(services), name="policy-watch"),
+        loop.create_task(logguard.flush_task(), name="log-flush"),
+        loop.create_task(limits.trim_memory_task([admission]), name="malloc-trim"),
     ]
+    if services.extra_records is not None:
+        services.tasks.append(loop.create_task(_extra_records_watch(services), name="extra-records"))
     if cfg.derp.auto_update_enabled and (cfg.derp.urls or cfg.derp.paths):
         services.tasks.append(loop.create_task(_derp_refresh(services), name="derp-refresh"))
 

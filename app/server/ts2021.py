@@ -6,7 +6,9 @@
     HTTP/2 preface and frames, inside Noise transport records, both ways
 
 Errors before the 101 get a plain HTTP 400; a broken Noise record or HTTP/2 frame closes
-only this connection.
+only this connection. Refusals are logged at most once a minute per source and reason
+(app/server/logguard.py). A connection with no request in progress for ``idle_timeout``
+(``tuning.noise_idle_timeout``) is closed; an open map long-poll is a request in progress.
 """
 
 from __future__ import annotations
@@ -21,25 +23,33 @@ import h2.exceptions
 from app.core import keys
 from app.core.noise import HandshakeError, NoiseError, Responder, early_payload
 from app.core.tailcfg import MIN_SUPPORTED_CAPVER
+from app.server import logguard
 from app.server.edge import RequestHead, reply
-from app.server.h2server import H2Server, Handler
+from app.server.h2server import MAX_STREAMS, H2Server, Handler
+from app.server.limits import source_key
 
 log = logging.getLogger("headscale.noise")
 
 UPGRADE = "tailscale-control-protocol"
+IDLE_TIMEOUT = 60.0
 
 
 class TS2021:
-    def __init__(self, noise_private: bytes, routes_for: RoutesFactory) -> None:
+    def __init__(self, noise_private: bytes, routes_for: RoutesFactory, *,
+                 idle_timeout: float = IDLE_TIMEOUT, max_streams: int = MAX_STREAMS) -> None:
         self.responder = Responder(noise_private)
         self.routes_for = routes_for
+        self.idle_timeout = idle_timeout
+        self.max_streams = max_streams
         self.connections = 0
+        self.idle_closed = 0
 
     @property
     def public_key(self) -> str:
         return keys.format_key(self.responder.public, keys.MACHINE_PUBLIC)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: RequestHead) -> None:
+        source = source_key(writer.get_extra_info("peername"), head)
         upgrade = head.header("upgrade").lower()
         if upgrade != UPGRADE:
             await reply(writer, 400, "unsupported upgrade protocol")
@@ -53,11 +63,11 @@ class TS2021:
         try:
             result = self.responder.respond(initiation, keys.new_private())
         except HandshakeError as exc:
-            log.info("noise handshake refused: %s", exc.message)
+            logguard.refused(log, source, f"noise handshake refused: {exc.message}")
             await reply(writer, 400, "noise handshake failed")
             return
         if result.version < MIN_SUPPORTED_CAPVER:
-            log.info("refusing client with capability version %d", result.version)
+            logguard.refused(log, source, f"refusing client with capability version {result.version}")
             await reply(writer, 400, "client version too old")
             return
         machine_key = keys.format_key(result.machine_public, keys.MACHINE_PUBLIC)
@@ -74,21 +84,33 @@ class TS2021:
         async def drain() -> None:
             await writer.drain()
 
-        server = H2Server(write, drain, self.routes_for(machine_key, result.version))
+        server = H2Server(write, drain, self.routes_for(machine_key, result.version), self.max_streams)
         self.connections += 1
         try:
             await server.start()
             while not server.closed:
-                data = await reader.read(65536)
+                try:
+                    async with asyncio.timeout_at(server.last_activity + self.idle_timeout):
+                        data = await reader.read(65536)
+                except TimeoutError:
+                    now = asyncio.get_running_loop().time()
+                    if server.tasks:  # a request is being answered (a map long-poll): not idle
+                        server.last_activity = now
+                        continue
+                    if now < server.last_activity + self.idle_timeout:
+                        continue  # an answer ended while we waited
+                    self.idle_closed += 1
+                    log.debug("closing idle noise connection of %s", keys.short(machine_key))
+                    break
                 if not data:
                     break
                 for plain in transport.receive_data(data):
                     if plain:
                         await server.receive(plain)
         except NoiseError as exc:
-            log.info("closing noise connection of %s: %s", keys.short(machine_key), type(exc).__name__)
+            logguard.refused(log, source, f"closing noise connection: {type(exc).__name__}")
         except h2.exceptions.ProtocolError as exc:
-            log.info("closing noise connection of %s: HTTP/2 error %s", keys.short(machine_key), type(exc).__name__)
+            logguard.refused(log, source, f"closing noise connection: HTTP/2 error {type(exc).__name__}")
         except (ConnectionError, OSError):
             pass
         finally:

@@ -1,0 +1,141 @@
+"""Resources a stranger can take without logging in are bounded (issue 11, section 2).
+
+In-process server with short timeouts; each test fails on the code before the limits existed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import h2.exceptions
+import pytest
+
+from app.config import dev_config
+from app.server.serve import build, start, stop
+from tests.server.conftest import Stream, new_client, user_and_key
+
+
+@pytest.fixture
+async def limited(tmp_path):
+    cfg = dev_config(str(tmp_path), overrides={
+        "listen_addr": "127.0.0.1:0",
+        "metrics_listen_addr": "",
+        "tuning.batch_change_delay": "20ms",
+        "tuning.noise_idle_timeout": "1s",
+        "tuning.http_idle_timeout": "30s",
+        "tuning.request_head_timeout": "2s",
+        "tuning.max_connections_per_source": 20,
+        "tuning.noise_max_streams": 10,
+    })
+    services = await build(cfg)
+    await start(services)
+    try:
+        yield services
+    finally:
+        await stop(services)
+
+
+def _admission(services):
+    return services.edges[0].admission
+
+
+async def _wait_for(pred, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(0.05)
+    return pred()
+
+
+async def _health(port: int, source: str, keep_alive: bool = False):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    conn = "keep-alive" if keep_alive else "close"
+    writer.write(f"GET /health HTTP/1.1\r\nHost: x\r\nConnection: {conn}\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    return head, reader, writer
+
+
+async def test_plain_http_connection_is_released_when_the_peer_closes(limited):
+    port = limited.addresses["listen"][1]
+    head, _reader, writer = await _health(port, "127.0.0.1", keep_alive=True)
+    assert b" 200 " in head
+    assert _admission(limited).total == 1
+    writer.close()
+    # Before: hypercorn's keep-alive timer held the socket in CLOSE-WAIT for the whole timeout.
+    assert await _wait_for(lambda: _admission(limited).total == 0, 3.0)
+
+
+async def test_a_silent_connection_is_closed_after_the_head_timeout(limited):
+    port = limited.addresses["listen"][1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    t0 = time.monotonic()
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    assert 1.5 < time.monotonic() - t0 < 6
+    writer.close()
+
+
+async def test_one_source_cannot_hold_more_than_its_share_and_others_still_get_answers(limited):
+    port = limited.addresses["listen"][1]
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(60)]
+    await asyncio.sleep(0.3)
+    assert _admission(limited).total == 20
+    closed = sum(1 for r, _ in held if r.at_eof() or r.exception() is not None)
+    assert closed == 40
+    t0 = time.monotonic()
+    head, _, w = await _health(port, "127.0.0.2")
+    assert b" 200 " in head and time.monotonic() - t0 < 1.0
+    w.close()
+    for _, w in held:
+        w.close()
+    assert await _wait_for(lambda: _admission(limited).total == 0, 3.0)
+
+
+async def test_handshaken_noise_connection_that_says_nothing_is_closed(limited):
+    c = await new_client(limited)
+    assert limited.ts2021.connections == 1
+    await asyncio.wait_for(c.closed.wait(), 5)
+    assert limited.ts2021.idle_closed == 1
+    assert await _wait_for(lambda: limited.ts2021.connections == 0, 2)
+
+
+async def test_map_long_poll_is_not_idle(limited):
+    _, key = await user_and_key(limited)
+    c = await new_client(limited)
+    await c.register(key)
+    stream = Stream(c)
+    await stream.wait(lambda m: "Node" in m, timeout=5)
+    await asyncio.sleep(3.0)   # three idle timeouts
+    assert not c.closed.is_set()
+    assert limited.ts2021.idle_closed == 0
+    await stream.close()
+
+
+async def test_streams_and_unfinished_request_bytes_per_noise_connection_are_bounded(limited):
+    c = await new_client(limited)
+    await asyncio.sleep(0.3)   # the server's SETTINGS have arrived
+    assert c.conn.remote_settings.max_concurrent_streams == 10
+    sent = 0
+    opened = 0
+    with pytest.raises(h2.exceptions.TooManyStreamsError):
+        for _ in range(50):
+            sid = c.conn.get_next_available_stream_id()
+            c.conn.send_headers(sid, [(":method", "POST"), (":path", "/machine/map"),
+                                      (":scheme", "https"), (":authority", "x")])
+            opened += 1
+            room = min(c.conn.local_flow_control_window(sid), (1 << 20) - 1)
+            while room > 0:
+                n = min(room, c.conn.max_outbound_frame_size)
+                c.conn.send_data(sid, b"x" * n)
+                sent += n
+                room -= n
+            c._flush()
+            await c.writer.drain()
+    assert opened == 10
+    await asyncio.sleep(0.5)
+    # Credit is returned only when a request is complete: at most the 2 MiB connection window
+    # (before: every byte was acknowledged at once, 10 x 1 MiB here, 250 MiB with 250 streams).
+    assert sent <= 2 << 20
+    assert not c.closed.is_set()
+    c.writer.close()
