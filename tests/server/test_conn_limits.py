@@ -139,3 +139,65 @@ async def test_streams_and_unfinished_request_bytes_per_noise_connection_are_bou
     assert sent <= 2 << 20
     assert not c.closed.is_set()
     c.writer.close()
+
+
+async def test_derp_connection_that_never_logs_in_is_closed(tmp_path):
+    cfg = dev_config(str(tmp_path), overrides={
+        "listen_addr": "127.0.0.1:0", "metrics_listen_addr": "",
+        "derp.server.enabled": True, "derp.server.stun_listen_addr": "127.0.0.1:0",
+        "tuning.derp_login_timeout": "1s",
+    })
+    services = await build(cfg)
+    await start(services)
+    try:
+        port = services.addresses["listen"][1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n")
+        t0 = time.monotonic()
+        data = await asyncio.wait_for(reader.read(), 10)   # 101, ServerKey frame, then EOF
+        assert data.startswith(b"HTTP/1.1 101")
+        assert time.monotonic() - t0 < 4
+        assert services.derp.adapter_stats.handshake_timeouts == 1
+        writer.close()
+    finally:
+        await stop(services)
+
+
+def test_a_flood_from_one_address_near_the_descriptor_limit_starves_no_one(tmp_path):
+    """The probe's case, scaled: a process with 300 descriptors, 400 idle connections from one
+    address (before: /health from elsewhere failed or took seconds, descriptors ran out)."""
+    import socket
+
+    from tests.procserver import ServerProc
+
+    srv = ServerProc(str(tmp_path), {"tuning.max_connections_per_source": 100}, nofile=300)
+    srv.start()
+    held = []
+    try:
+        base = srv.fds()
+        for _ in range(400):
+            try:
+                held.append(socket.create_connection(("127.0.0.1", srv.port), timeout=5))
+            except OSError:
+                break
+        time.sleep(0.5)
+        assert srv.fds() <= base + 100 + 5
+        for _ in range(5):
+            t0 = time.monotonic()
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=5,
+                                          source_address=("127.0.0.2", 0)) as s:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert b" 200 " in s.recv(200).split(b"\r\n", 1)[0]
+            assert time.monotonic() - t0 < 1.0
+        for s in held:
+            s.close()
+        held.clear()
+        deadline = time.monotonic() + 5
+        while srv.fds() > base and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert srv.fds() <= base
+        assert "Traceback" not in srv.log_tail(100_000)
+    finally:
+        for s in held:
+            s.close()
+        srv.stop()
