@@ -547,6 +547,12 @@ class State:
             self.derp_map = derp_map
             self._emit(Change(derp_map=True))
 
+    def set_dns_config(self, dns_config: dict[str, Any]) -> None:
+        """New DNSConfig for every node (dns.extra_records_path changes): a DNS delta."""
+        if dns_config != self.settings.dns_config:
+            self.settings = dataclasses.replace(self.settings, dns_config=dns_config)
+            self._emit(Change(dns=True))
+
 
 class _NamesTakenBy:
     """``name in taken``: held by a node other than ``node_id`` (no copy of the name index)."""

@@ -56,6 +56,17 @@ def test_configtest_checks_derp_map_files(tmp_path):
     assert f"derp.paths ({good})" not in err
 
 
+def test_configtest_checks_the_extra_records_file(tmp_path):
+    rec = tmp_path / "records.json"
+    rec.write_text('[{"name": "a.tailnet.example", "type": "A", "value": "fd7a::1"}]')
+    p = tmp_path / "config.yaml"
+    p.write_text(BASE + f"  extra_records_path: {rec}\n")
+    code, _, err = cli("configtest", "-c", str(p))
+    assert code == 1 and f"dns.extra_records_path ({rec}): record 0: value 'fd7a::1' does not match type A" in err
+    rec.write_text('[{"name": "a.tailnet.example", "type": "A", "value": "100.64.0.9"}]')
+    assert cli("configtest", "-c", str(p))[0] == 0
+
+
 def test_migrate_prints_todays_keys_which_load_without_warnings(tmp_path):
     p = tmp_path / "config.yaml"
     p.write_text(

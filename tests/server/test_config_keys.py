@@ -300,11 +300,6 @@ def _owned_elsewhere(key: str):
     """Keys whose behaviour another change set owns: listed, expected to fail until it lands."""
     if key == "database.debug" and "sql_debug" not in (ROOT / "app/server/database.py").read_text():
         return pytest.mark.xfail(reason="database.debug: SQL logging is being wired by the store work")
-    if key == "dns.extra_records_path":
-        from app.server import serve
-
-        if "extra_records_path" not in Path(serve.__file__).read_text():
-            return pytest.mark.xfail(reason="dns.extra_records_path: not wired yet")
     return ()
 
 

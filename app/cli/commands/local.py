@@ -103,7 +103,8 @@ def configtest(ctx: Any, args: argparse.Namespace) -> int:
 
 
 def check_files(cfg: Any) -> tuple[list[str], list[str]]:
-    """The files the config names: the policy (policy.mode file) and the derp.paths maps.
+    """The files the config names: the policy (policy.mode file), the extra DNS records and the
+    derp.paths maps.
     Returns (problems, warnings), one line each."""
     import yaml
 
@@ -129,6 +130,17 @@ def check_files(cfg: Any) -> tuple[list[str], list[str]]:
             problems.append(f"{where}: {e}")
         else:
             warnings.extend(f"{where}: {w}" for w in policy.warnings)
+    if cfg.dns.extra_records_path:
+        from app.core.extrarecords import parse_records
+
+        where = f"dns.extra_records_path ({cfg.dns.extra_records_path})"
+        try:
+            with open(cfg.dns.extra_records_path, encoding="utf-8") as f:
+                parse_records(f.read())
+        except OSError as e:
+            problems.append(f"{where}: cannot be read ({e.strerror})")
+        except (ValueError, UnicodeDecodeError) as e:
+            problems.append(f"{where}: {e}")
     for derp_path in cfg.derp.paths:
         where = f"derp.paths ({derp_path})"
         try:
