@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_STAMP := /var/tmp/.pyheadscale-apt-installed
 APT_PACKAGES := iproute2 sqlite3 curl postgresql postgresql-client chromium libnss3-tools pebble nginx-light podman buildah runc uidmap fuse-overlayfs slirp4netns containernetworking-plugins debootstrap
 
-.PHONY: venv lock run test test-fast fuzz bench lint apt npm clean
+.PHONY: venv lock run test test-fast fuzz bench soak lint apt npm clean
 
 venv: $(STAMP)
 
@@ -64,6 +64,16 @@ fuzz: venv
 
 bench: venv
 	$(BIN)/python -m bench
+
+# Long fault campaigns. Crash campaign (tests/crash_campaign.py): kill -9 at random moments
+# during CRASH_MUTATIONS writes (CLI, API, registrations, map updates, policy sets) with
+# CRASH_KILLS kills; CRASH_SEED=n repeats a run. A short run is part of `make test`.
+CRASH_MUTATIONS ?= 1000
+CRASH_KILLS ?= 100
+CRASH_SEED ?= 0
+soak: venv
+	CRASH_MUTATIONS=$(CRASH_MUTATIONS) CRASH_KILLS=$(CRASH_KILLS) CRASH_SEED=$(CRASH_SEED) \
+	  $(BIN)/python -m tests.crash_campaign
 
 lint: venv
 	$(BIN)/ruff check app entrypoint tests bench fuzz tools

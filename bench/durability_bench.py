@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import tempfile
 import time
 
@@ -62,6 +63,7 @@ async def _one_mode(mode: str, args, base: str) -> dict:
         regs = args.registrations / (time.perf_counter() - t0)
     finally:
         await stop(services)
+        shutil.rmtree(tmp, ignore_errors=True)
     return {"commits": commits, "registrations": regs}
 
 
