@@ -22,12 +22,14 @@ can look at what the pages showed after a run.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -38,7 +40,22 @@ FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage", "--disable-features=Translate,MediaRouter,OptimizationHints",
+    # Traffic stays on this machine: no host name resolves (IP literals and localhost only), and
+    # requests to addresses outside loopback and the test namespaces' net are aborted (_local_only).
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.* , EXCLUDE 10.200.0.*",
 ]
+LOCAL_NETS = [ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128", "10.200.0.0/24")]
+
+
+def is_local(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if url.startswith(("data:", "about:", "blob:")) or host == "localhost":
+        return True
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(addr in net for net in LOCAL_NETS)
 
 
 def available() -> str | None:
@@ -93,6 +110,7 @@ def chromium(workdir: Path, *, ca_pems: Sequence[Path] = (), netns: str | None =
     profile, kwargs = _launch_args(workdir, ca_pems, netns, viewport)
     with sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(profile, **kwargs)
+        ctx.route("**/*", lambda route: route.continue_() if is_local(route.request.url) else route.abort())
         try:
             yield ctx.pages[0] if ctx.pages else ctx.new_page()
         finally:
@@ -108,6 +126,11 @@ async def async_chromium(workdir: Path, *, ca_pems: Sequence[Path] = (), netns: 
     profile, kwargs = _launch_args(workdir, ca_pems, netns, viewport)
     async with async_playwright() as pw:
         ctx = await pw.chromium.launch_persistent_context(profile, **kwargs)
+
+        async def local_only(route):
+            await (route.continue_() if is_local(route.request.url) else route.abort())
+
+        await ctx.route("**/*", local_only)
         try:
             yield ctx.pages[0] if ctx.pages else await ctx.new_page()
         finally:

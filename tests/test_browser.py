@@ -14,7 +14,7 @@ def _https_server(tmp_path):
     ca, cert, key = make_ca_and_cert(tmp_path / "tls", "127.0.0.1")
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
+        def do_GET(self):
             body = b"<!doctype html><title>hello</title><h1>Hello from a test CA</h1>"
             self.send_response(200)
             self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -58,3 +58,17 @@ async def test_async_variant_works_inside_an_event_loop(tmp_path):
             assert await page.title() == "hello"
     finally:
         srv.shutdown()
+
+
+def test_nothing_leaves_the_machine(tmp_path):
+    from tests.browser import is_local
+
+    assert is_local("http://127.0.0.1:8080/x") and is_local("https://10.200.0.1:9443/auth")
+    assert not is_local("https://fonts.googleapis.com/css") and not is_local("http://192.0.2.1/")
+    with chromium(tmp_path / "b") as page:
+        failed: list[str] = []
+        page.on("requestfailed", lambda r: failed.append(r.url))
+        page.set_content('<link rel="stylesheet" href="https://fonts.googleapis.com/css?family=Roboto">'
+                         '<img src="http://192.0.2.1/x.png">')
+        page.wait_for_timeout(300)
+        assert sorted(failed) == ["http://192.0.2.1/x.png", "https://fonts.googleapis.com/css?family=Roboto"]
