@@ -5,8 +5,12 @@ restart, and the bad inputs (broken directory, failing challenge, unreadable cac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import ssl
+import threading
+import time
 
 import pytest
 
@@ -140,15 +144,37 @@ async def test_broken_directory_first_start_refuses_clearly(tmp_path, pebble, mo
     assert "Traceback" not in text
 
 
-async def test_failing_challenge_refuses_clearly_then_cache_keeps_serving(tmp_path, pebble, monkeypatch, caplog):
+async def test_failing_challenge_refuses_clearly_and_never_serves_plain_http(tmp_path, pebble, monkeypatch,
+                                                                             caplog):
     monkeypatch.setattr("app.service.acme.FIRST_START_BACKOFF", 0.1)
     caplog.set_level(logging.INFO, logger="headscale.acme")
     # Nothing answers HTTP-01 where pebble looks (the responder listens elsewhere): validation fails.
     cfg = acme_config(tmp_path, pebble, tls_letsencrypt_listen=f"127.0.0.1:{free_port()}")
     services = await build(cfg)
-    with pytest.raises(SystemExit) as exc:
-        await start(services)
+    # While the server waits for a certificate its port speaks only TLS (and has none to offer):
+    # a thread asks it for /health in plain HTTP meanwhile (SystemExit ends the loop, so no task).
+    answers: list[bytes] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            time.sleep(0.2)
+            if "listen" in services.addresses:
+                with contextlib.suppress(OSError), socket.create_connection(services.addresses["listen"], 2) as c:
+                    c.settimeout(2)
+                    c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                    answers.append(c.recv(100))
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        with pytest.raises(SystemExit) as exc:
+            await start(services)
+    finally:
+        done.set()
+        prober.join()
     await stop(services)
+    assert answers and not any(a.startswith(b"HTTP/") for a in answers), answers
     assert "validation failed" in str(exc.value)
     assert any("retrying in" in r.getMessage() for r in caplog.records)
 
