@@ -76,6 +76,7 @@ class Nginx:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.1)
+        self.stop()
         raise RuntimeError("nginx did not start: " + self.error_log()[-2000:])
 
     def error_log(self) -> str:

@@ -66,6 +66,7 @@ class Pebble:
                 break
             time.sleep(0.1)
         else:
+            self.stop()
             raise RuntimeError("pebble did not start:\n" + self.log_text()[-2000:])
         time.sleep(0.2)
 
