@@ -42,6 +42,7 @@ class Pending:
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     node_id: int | None = None
     rejected: bool = False
+    error: str = ""   # why it was refused (shown to the waiting client)
 
 
 class Registrar:
@@ -190,6 +191,9 @@ class Registrar:
                 change = Change(peers_changed={existing.id}, self_changed={existing.id})
                 node = await st.replace_node(updated, change, policy=True)
             else:
+                if hostinfo.get("RequestTags"):
+                    # headscale 0.28: a pre-auth key's node gets the key's tags, never requested ones.
+                    raise RegisterError(_tags_refused(hostinfo["RequestTags"]))
                 node = await st.create_node(Node(
                     id=0, machine_key=machine_key, node_key=node_key, hostname=hostname,
                     user_id=None if tags else owner, hostinfo=hostinfo or None,
@@ -223,12 +227,6 @@ class Registrar:
         default = float(self.state.cfg.node.expiry or 0)
         if default > 0:
             from datetime import timedelta
-        limit = int(self.state.cfg.tuning.register_cache_max_entries)
-        while self.pending and len(self.pending) >= max(limit, 1):  # oldest first (dict order)
-            oldest = next(iter(self.pending))
-            log.info("pending registration %s evicted (tuning.register_cache_max_entries %d)",
-                     oldest, limit)
-            self.pending.pop(oldest).done.set()
 
             return self.state.now() + timedelta(seconds=default)
         return None
@@ -237,8 +235,13 @@ class Registrar:
 
     def _start_interactive(self, machine_key: str, node_key: str, hostinfo: dict[str, Any],
                            expiry: datetime | None) -> dict[str, Any]:
-        ttl = float(self.state.cfg.tuning.register_cache_expiration or PENDING_TTL)
         self._gc_pending()
+        limit = int(self.state.cfg.tuning.register_cache_max_entries)
+        while self.pending and len(self.pending) >= max(limit, 1):  # oldest first (dict order)
+            oldest = next(iter(self.pending))
+            log.info("pending registration %s evicted (tuning.register_cache_max_entries %d)",
+                     oldest, limit)
+            self.pending.pop(oldest).done.set()
         auth_id = new_auth_id()
         self.pending[auth_id] = Pending(auth_id, machine_key, node_key, hostinfo, expiry,
                                         asyncio.get_running_loop().time())
@@ -247,8 +250,9 @@ class Registrar:
 
     def _gc_pending(self) -> None:
         now = asyncio.get_running_loop().time()
+        ttl = float(self.state.cfg.tuning.register_cache_expiration or PENDING_TTL)
         for k, p in list(self.pending.items()):
-            if now - p.created > PENDING_TTL:
+            if now - p.created > ttl:
                 del self.pending[k]
 
     async def _wait_followup(self, machine_key: str, followup: str, node_key: str,
@@ -260,7 +264,7 @@ class Registrar:
         await pending.done.wait()
         self.pending.pop(auth_id, None)
         if pending.rejected:
-            raise RegisterError("the login was rejected by an administrator")
+            raise RegisterError(pending.error or "the login was rejected by an administrator")
         node = self.state.nodes.get(pending.node_id or -1)
         if node is None:
             raise RegisterError("registration was not completed")
@@ -284,34 +288,61 @@ class Registrar:
         """Admit a pending machine for ``user``: `headscale auth register --auth-id ID --user U`
         (method CLI) or a confirmed OIDC sign-in (method OIDC; ``expiry`` from the ID token when
         oidc.use_expiry_from_token). The same machine signing in again as the same user keeps
-        self._gc_pending()  # an expired registration (tuning.register_cache_expiration) is gone
         its node (id and addresses)."""
         from app.service.errors import NotFound
 
         st = self.state
+        self._gc_pending()  # an expired registration (tuning.register_cache_expiration) is gone
         pending = self.pending.get(auth_id)
         if pending is None or pending.done.is_set():
             raise NotFound(f"no pending registration with id {auth_id!r} (expired or unknown)")
         async with st.lock:
             existing = next((n for n in st.nodes_of_machine(pending.machine_key) if n.user_id == user.id), None)
             hostname = str(pending.hostinfo.get("Hostname") or "node")
-            expiry = expiry if expiry is not None else self._node_expiry(pending.expiry, tagged=False)
+            tags = self._requested_tags(pending, existing, user)
+            expiry = expiry if expiry is not None else self._node_expiry(pending.expiry, tagged=bool(tags))
             if existing is not None:
                 node = await st.replace_node(
                     dataclasses.replace(existing, node_key=pending.node_key, expiry=expiry,
                                         hostinfo=pending.hostinfo or existing.hostinfo,
-                                        register_method=method),
-                    Change(peers_changed={existing.id}, self_changed={existing.id}),
+                                        register_method=method,
+                                        **({"tags": tags, "user_id": None} if tags else {})),
+                    Change(peers_changed={existing.id}, self_changed={existing.id}), policy=bool(tags),
                 )
             else:
                 node = await st.create_node(Node(
                     id=0, machine_key=pending.machine_key, node_key=pending.node_key, hostname=hostname,
-                    user_id=user.id, hostinfo=pending.hostinfo or None, register_method=method,
-                    expiry=expiry,
+                    user_id=None if tags else user.id, hostinfo=pending.hostinfo or None,
+                    register_method=method, expiry=expiry, tags=tags,
                 ))
+            if tags:
+                log.info("node %s registered with requested tags %s (tagOwners allow %s)",
+                         node.id, ",".join(tags), user.name)
         pending.node_id = node.id
         pending.done.set()
         return node
+
+    def _requested_tags(self, pending: Pending, existing: Node | None, user: User) -> tuple[str, ...]:
+        """``tailscale up --advertise-tags`` on an interactive login (Hostinfo.RequestTags), as
+        headscale 0.28: every tag must be one the policy's tagOwners let this user (or the
+        node's current tags) own, else the login is refused, naming the tags. None requested:
+        the node keeps what it has."""
+        from app.service.errors import Invalid
+
+        requested = sorted(set(pending.hostinfo.get("RequestTags") or ()))
+        if not requested:
+            return ()
+        probe = existing or Node(id=0, machine_key=pending.machine_key, node_key=pending.node_key,
+                                 hostname=str(pending.hostinfo.get("Hostname") or "node"), user_id=user.id)
+        rejected = [t for t in requested if not self.state.policy.node_can_have_tag(probe, t)]
+        if rejected:
+            reason = _tags_refused(rejected)
+            pending.rejected, pending.error = True, reason
+            pending.done.set()
+            log.info("login refused for %s: %s", keys.short(pending.machine_key), reason)
+            raise Invalid(f"{reason}: add them to tagOwners for user {user.name!r} (or a group of "
+                          "theirs) in the policy, or log in without --advertise-tags")
+        return tuple(requested)
 
     def reject(self, auth_id: str) -> Pending:
         """`headscale auth reject --auth-id ID` for a pending login: the waiting client is told
@@ -324,3 +355,8 @@ class Registrar:
         pending.rejected = True
         pending.done.set()
         return pending
+
+
+def _tags_refused(tags: list[str] | tuple[str, ...]) -> str:
+    """Tailscale's (and headscale's) wording, which clients show as the login error."""
+    return f"requested tags [{' '.join(tags)}] are invalid or not permitted"
