@@ -18,6 +18,11 @@ CPU when the machine has two or more); the simulated nodes are our own protocol 
 5. change propagation: one node sends a lite update (``Stream=false, OmitPeers=true``) with a
    new endpoint; time until every other node has it as a PeersChangedPatch, ``--changes``
    times.
+6. policy: ``policy set`` until every node has the new packet filter, ``--policy-changes`` times.
+7. restart storm (``--restart``): the server is stopped and started again; every node
+   reconnects at once (new Noise connection, retried until the server listens) and re-opens its
+   map stream. JSON ``"restart": {"seconds": server start to the last first map, "connected",
+   "p50", "p99"}`` (per node: server start to its first map).
 
 Server RSS and CPU seconds are read from /proc at each phase. With ``--profile FILE`` the
 server runs under cProfile (slower: use it to see where time goes, not for the figures) and
@@ -138,7 +143,8 @@ def write_config(d: str, port: int, metrics_port: int) -> str:
         "log": {"level": "info"},
         "disable_check_updates": True,
         # every simulated node connects from 127.0.0.1: no per-source connection cap
-        "tuning": {"max_connections_per_source": 0},
+        # and the simulated clients keep their Noise connection between phases (no reconnects)
+        "tuning": {"max_connections_per_source": 0, "noise_idle_timeout": "1h"},
     }
     path = os.path.join(d, "config.yaml")
     with open(path, "w") as f:
@@ -300,6 +306,10 @@ class Worker:
                     errors.append(f"node {n.index}: {exc!r}")
 
         await asyncio.gather(*(one(n) for n in self.nodes.values()))
+        # Thousands of long-lived clients: keep them out of full GC passes from here on, so the
+        # load generator's own pauses disturb the server's figures less.
+        gc.collect()
+        gc.freeze()
         return {"times": times, "errors": errors[:5], "failed": len(errors)}
 
     # map streams
@@ -387,6 +397,43 @@ class Worker:
                     await old
             await asyncio.sleep(gap)
         return out
+
+    async def cmd_restart(self, concurrency: int, timeout: float) -> dict[str, Any]:
+        """The server was restarted: every node reconnects at once (new Noise connection, same
+        keys; retried until the server listens) and re-opens its map stream."""
+        from app.client.control import ControlClient
+
+        for n in self.nodes.values():
+            n.gen += 1
+            if n.task is not None:
+                n.task.cancel()
+            with contextlib.suppress(Exception):
+                await n.client.close()
+        sem = asyncio.Semaphore(concurrency)
+        deadline = time.monotonic() + timeout
+
+        async def one(n: SimNode) -> None:
+            old = n.client
+            n.first_at, n.got_first, n.error = None, asyncio.Event(), ""
+            async with sem:
+                while time.monotonic() < deadline:
+                    n.client = ControlClient(HOST, self.port, machine_private=old.machine_private,
+                                             node_private=old.node_private, disco_private=old.disco_private)
+                    try:
+                        await asyncio.wait_for(n.client.connect(self.server_public), 30)
+                        break
+                    except (TimeoutError, OSError, asyncio.IncompleteReadError, ConnectionError):
+                        with contextlib.suppress(Exception):
+                            await n.client.close()
+                        await asyncio.sleep(0.1)
+                n.task = asyncio.create_task(self._read(n))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(n.got_first.wait(), max(0.1, deadline - time.monotonic()))
+
+        await asyncio.gather(*(one(n) for n in self.nodes.values()))
+        ok = [n for n in self.nodes.values() if n.first_at is not None]
+        return {"first": [n.first_at for n in ok], "connected": len(ok),
+                "errors": [n.error for n in self.nodes.values() if n.error][:5]}
 
     async def cmd_count(self) -> dict[str, Any]:
         live = sum(1 for n in self.nodes.values() if n.task is not None and not n.task.done() and n.first_at)
@@ -614,6 +661,45 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                              "missing": pol_missing}
         phase("policy")
 
+        # 6b. the admin API and CLI over every node
+        t0 = time.monotonic()
+        status, listed = await unix_request(sock, "GET", "/api/v1/node")
+        api_s = time.monotonic() - t0
+        assert status == 200 and len(listed["nodes"]) == args.nodes, status
+        exe = os.path.join(os.path.dirname(sys.executable), "headscale")
+        t0 = time.monotonic()
+        cli = await asyncio.create_subprocess_exec(exe, "-c", cfg_path, "nodes", "list",
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await cli.communicate()
+        cli_s = time.monotonic() - t0
+        results["api"] = {"get_node_seconds": api_s, "nodes_list_seconds": cli_s, "nodes_list_rc": cli.returncode,
+                          "nodes_list_lines": out.count(b"\n"), "nodes_list_error": err.decode()[-300:]}
+
+        # 7. restart storm: stop the server, start it, every node reconnects at once
+        if args.restart:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(120)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+            logf.close()
+            t_start = time.monotonic()
+            server, logf = start_server(server_command(cfg_path, None, gc_log), log_path + ".restart")
+            pin(server.pid, 0)
+            proc = Proc(server.pid)
+            got = await asyncio.wait_for(
+                workers.call("restart", concurrency=args.restart_concurrency, timeout=min(left(), args.stream_timeout)),
+                left() + 15)
+            first = [t - t_start for r in got for t in r["first"]]
+            results["restart"] = {"seconds": max(first, default=float("nan")),
+                                  "connected": sum(r["connected"] for r in got),
+                                  "p50": percentile(first, 50), "p99": percentile(first, 99),
+                                  "server_cpu": proc.cpu_seconds(),
+                                  "errors": [e for r in got for e in r["errors"]][:5]}
+            await asyncio.sleep(max(0.5, args.settle))
+            phase("restarted")
+
         counts = await workers.call("count")
         results["connected_end"] = sum(c["streams"] for c in counts)
         results["gc_workers"] = [p for c in counts for p in c["gc"]]
@@ -702,6 +788,15 @@ def report(r: dict[str, Any]) -> None:
               f"p50 {ms(po['p50'])}, p99 {ms(po['p99'])}, last {ms(po['max'])}; missing {po['missing']}")
         for i, (n, p50, mx, answered) in enumerate(po["per_rep"]):
             print(f"  policy {i + 1}: {n} nodes, p50 {ms(p50)}, last {ms(mx)} (PUT answered in {ms(answered)})")
+    api = r.get("api")
+    if api:
+        print(f"GET /api/v1/node over {r['nodes']} nodes: {ms(api['get_node_seconds'])}; `headscale nodes list`: "
+              f"{ms(api['nodes_list_seconds'])} (exit {api['nodes_list_rc']}, {api['nodes_list_lines']} lines)")
+    rs = r.get("restart")
+    if rs:
+        print(f"restart storm: {rs['connected']} of {r['nodes']} nodes had their first full map "
+              f"{rs['seconds']:.1f} s after the server started; per node p50 {rs['p50']:.1f} s, "
+              f"p99 {rs['p99']:.1f} s; restarted server CPU {rs['server_cpu']:.1f} s; errors {rs['errors']}")
     prev = None
     print("server (and load generator CPU):")
     for name, rss, cpu, t, gen in r["server"]:
@@ -769,6 +864,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-top", type=int, default=30)
     parser.add_argument("--keep-log", metavar="FILE", help="copy the server log to FILE")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--restart", action="store_true",
+                        help="finally restart the server; every node reconnects at once (restart storm)")
+    parser.add_argument("--restart-concurrency", type=int, default=1000,
+                        help="reconnecting nodes in flight per load generator process")
     parser.add_argument("--gc", action="store_true", help="record GC pauses of the server and the load generator")
     parser.add_argument("--serve-wrapped", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

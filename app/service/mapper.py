@@ -44,6 +44,7 @@ class Mapper:
         self._sorted: dict[int, tuple[frozenset[int], list[int]]] = {}
         self._owner_cache: dict[int, tuple[frozenset[int], set[int | None], int]] = {}
         self._users: dict[frozenset[int], frozenset[int]] = {}   # interned "profiles sent" sets
+        self.full_maps = 0        # built so far (the batcher watches the rate to spot a storm)
 
     def intern_users(self, users: frozenset[int]) -> frozenset[int]:
         """One object per distinct set of user ids, so sessions that were sent the same
@@ -151,6 +152,7 @@ class Mapper:
     def _begin_full(self, session: MapSession, include_peers: bool) -> tuple[dict[str, Any], list[int]]:
         """The head of a full map and the sorted peer ids; records what the session was sent."""
         st = self.state
+        self.full_maps += 1
         node = st.nodes[session.node_id]
         base, extra = st.peer_view(node.id)
         if not include_peers:

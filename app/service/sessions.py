@@ -35,6 +35,12 @@ QUEUE_LIMIT = 64     # pending messages before a slow session is resynchronised 
 # While sessions still write the previous flush, changes keep accumulating (a restart storm
 # turns into a few large deltas instead of one per tick per session), up to this long.
 MAX_COALESCE = 2.0
+# While full maps are being built faster than STORM_RATE per second (every node reconnecting
+# after a restart), changes are held up to STORM_COALESCE: the new sessions' full maps carry the
+# latest state anyway, and each flush costs a message to every connected session.
+STORM_RATE = 50
+STORM_MIN = 25          # a few sessions opening together are not a storm
+STORM_COALESCE = 5.0
 _EMPTY: frozenset[int] = frozenset()
 _serials = iter(range(1, 1 << 62))
 
@@ -96,6 +102,7 @@ class Batcher:
         self.pending = Change()
         self._wake = asyncio.Event()
         self.on_sent = on_sent or (lambda kind: None)
+        self._maps_seen, self._maps_at = 0, 0.0
         self.queue_limit = 0   # > 0: each attached session's backlog limit (else QUEUE_LIMIT)
         state.listeners.append(self.add)
 
@@ -124,12 +131,25 @@ class Batcher:
         """Sessions that have not yet written what the last flush gave them."""
         return sum(1 for s in self.sessions.values() if not s.queue.empty())
 
+    def storming(self) -> bool:
+        """Full maps are being built faster than STORM_RATE per second (a restart or mass join):
+        every flush now costs a message per session, so flushes are spaced further apart."""
+        now = asyncio.get_running_loop().time()
+        built, elapsed = self.mapper.full_maps - self._maps_seen, now - self._maps_at
+        self._maps_seen, self._maps_at = self.mapper.full_maps, now
+        return built > max(STORM_MIN, STORM_RATE * elapsed)
+
     async def run(self) -> None:
+        self._maps_at = asyncio.get_running_loop().time()
         while True:
             await self._wake.wait()
             await asyncio.sleep(self.delay)
-            waited = self.delay
-            while waited < MAX_COALESCE and self.backlog() > len(self.sessions) // 20:
+            waited, limit = self.delay, MAX_COALESCE
+            while waited < limit:
+                if self.storming():
+                    limit = STORM_COALESCE
+                elif self.backlog() <= len(self.sessions) // 20:
+                    break
                 await asyncio.sleep(self.delay)
                 waited += self.delay
             self._wake.clear()

@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_control_bench_prints_its_figures():
     out = subprocess.run(
         [sys.executable, "-m", "bench.control_bench", "--nodes", "20", "--duration", "0.5", "--changes", "2",
-         "--reopen", "3", "--settle", "0.3", "--change-gap", "0.1", "--timeout", "50"],
+         "--reopen", "3", "--settle", "0.3", "--change-gap", "0.1", "--timeout", "50", "--restart"],
         cwd=ROOT, capture_output=True, text=True, timeout=55, check=False,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -31,3 +31,8 @@ def test_control_bench_prints_its_figures():
                   r"missing 0; arrived as \{'patch': 38\}", text)
     assert m, text
     assert re.search(r"end +RSS +[\d.]+ MiB +CPU +[\d.]+ s", text), text
+    assert re.search(r"GET /api/v1/node over 20 nodes: [\d.]+ ms; `headscale nodes list`: [\d.]+ ms \(exit 0, "
+                     r"\d+ lines\)", text), text
+    # every node reconnects to the restarted server and gets its first full map again
+    assert re.search(r"restart storm: 20 of 20 nodes had their first full map [\d.]+ s after the server started",
+                     text), text
