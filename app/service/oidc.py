@@ -33,7 +33,8 @@ from app.core.oidc import flow, tokens
 from app.service.errors import NotFound
 from app.service.oidc_http import ProviderError
 from app.service.oidc_provider import OIDCProvider, Unavailable
-from app.service.oidc_users import save_user
+from app.service.oidc_users import UserRefused, save_user
+from app.store.errors import StoreError
 
 log = logging.getLogger("headscale.oidc")
 
@@ -216,7 +217,12 @@ class OIDCLogin:
         except oidc_claims.Denied as exc:
             raise FlowError(f"denied_{exc.reason}", f"{oidc_claims.identifier(claims)}: {exc}", 403) from None
         fields = oidc_claims.user_fields(claims, email_verified_required=p.email_verified_required)
-        user = await save_user(self.state, fields)
+        try:
+            user = await save_user(self.state, fields)
+        except UserRefused as exc:
+            raise FlowError("user_refused", str(exc), 403) from None
+        except StoreError as exc:
+            raise FlowError("user_refused", f"the user could not be saved: {exc}", 409) from None
         if not login.registration:
             return self._approve_ssh(login.auth_id, user)
         expiry = None

@@ -30,7 +30,7 @@ async def test_sign_in_registers_the_waiting_machine(make_server, browser, trust
     t0 = time.monotonic()
     await _confirm_page(browser, url, "alice")
     text = await browser.inner_text("main")
-    assert "laptop" in text and "Alice Example" in text and "linux" in text
+    assert "laptop" in text and "Alice Example (alice@example.com)" in text and "linux" in text
     await async_screenshot(browser, "oidc-confirm")
     assert not followup.done()          # nothing is registered before the click
     assert not services.state.nodes
@@ -157,6 +157,7 @@ async def test_admin_approves_or_rejects_a_pending_web_login(make_server, browse
 
 async def test_default_node_expiry_applies_to_oidc_nodes(make_server, browser):
     services = await make_server(**{"node.expiry": "180d"})
+    local = await services.state.create_user("alice")      # a local user of the same name stays apart
     client, url = await new_client(services)
     followup = asyncio.create_task(client.register(Followup=url))
     await _confirm_page(browser, url, "alice")
@@ -165,6 +166,8 @@ async def test_default_node_expiry_applies_to_oidc_nodes(make_server, browser):
     (node,) = services.state.nodes.values()
     days = (node.expiry - services.state.now()).total_seconds() / 86400
     assert 179.9 < days <= 180, days
+    assert node.user_id != local.id and services.state.users[node.user_id].name == "alice"
+    assert services.state.users[node.user_id].provider == "oidc" and not local.provider_identifier
     await client.close()
 
 

@@ -45,6 +45,12 @@ def error_page(reason: str, status: int, detail: str = "") -> Response:
                 next_step=next_step, reason=reason, code=status, tone="bad", **_base())
 
 
+def _who(user) -> str:
+    """"Alice Example (alice@example.com)", or whichever of the two exists."""
+    shown, login = user.display_name, user.login_name
+    return f"{shown} ({login})" if shown and login and shown != login else shown or login
+
+
 def _secure() -> bool:
     return _svc().cfg.server_url.startswith("https://")
 
@@ -123,7 +129,6 @@ def pages_blueprint() -> Blueprint:
     @bp.get("/oidc/callback")
     async def callback():
         from app.service.oidc import CONFIRM_COOKIE, FlowError
-        from app.service.oidc_users import UserRefused
 
         oidc = _svc().oidc
         if oidc is None:
@@ -133,9 +138,7 @@ def pages_blueprint() -> Blueprint:
             signed = await oidc.callback(args, dict(request.cookies))
         except FlowError as exc:
             return error_page(exc.reason, exc.status, exc.detail)
-        except UserRefused as exc:
-            return error_page("user_refused", 403, str(exc))
-        user = signed.user.display_name or signed.user.login_name
+        user = _who(signed.user)
         if not signed.registration:
             return page("success.html", title="SSH session authorized", heading="SSH session authorized",
                         verb="Authorized", user=user, machine="", tone="good",
@@ -169,7 +172,7 @@ def pages_blueprint() -> Blueprint:
         resp = page("success.html", title="Machine registered" if new else "Machine re-authenticated",
                     heading="Machine registered" if new else "Machine re-authenticated",
                     verb="Registered" if new else "Re-authenticated", tone="good",
-                    user=user.display_name or user.login_name, machine=node.given_name or node.hostname,
+                    user=_who(user), machine=node.given_name or node.hostname,
                     message="The machine connects by itself now; you can close this window.", **_base())
         resp.delete_cookie(CONFIRM_COOKIE, path=f"/register/confirm/{auth_id}")
         return resp
