@@ -75,8 +75,9 @@ async def test_pages_without_oidc(tmp_path):
             width = await page.evaluate("document.documentElement.scrollWidth")
             assert width <= 360, width
             await async_screenshot(page, "page-register-phone")
-            favicon = await page.goto(base + "/favicon.ico")
+            favicon = await page.request.get(base + "/favicon.ico")
             assert favicon.status == 200 and (await favicon.body()).startswith(b"\x89PNG")
+            assert favicon.headers["content-type"] == "image/png"
             # (the 400 of the invalid-id page is the only resource that failed, on purpose)
             assert [p for p in watch.problems if "status of 400" not in p] == [], watch.problems
         await client.close()
