@@ -219,3 +219,36 @@ async def test_provider_down_during_the_code_exchange(make_server, browser, trus
     assert "HTTP 502" in await browser.inner_text("main")
     assert not services.state.nodes and services.state.user_by_name("alice") is None
     await client.close()
+
+
+async def test_log_out_then_sign_in_again_keeps_the_node(make_server, browser):
+    from app.client.control import ControlClient
+    from app.core.tailcfg import go_time
+
+    services = await make_server()
+    client, url = await new_client(services, "roamer")
+    followup = asyncio.create_task(client.register(Followup=url))
+    await _confirm_page(browser, url, "alice")
+    await browser.click("button[type=submit]")
+    await asyncio.wait_for(followup, 10)
+    (node,) = services.state.nodes.values()
+    # `tailscale logout`: the node key expires now.
+    out = await client.register(Expiry=go_time(services.state.now()))
+    assert out["NodeKeyExpired"] is True and services.state.nodes[node.id].is_expired(services.state.now())
+    await client.close()
+    # `tailscale up` again: same machine, a new node key (OldNodeKey names the expired one).
+    host, port = services.addresses["listen"]
+    again = ControlClient(host, port, machine_private=client.machine_private)
+    await again.connect()
+    resp = await again.register(OldNodeKey=client.node_key, hostinfo={"Hostname": "roamer", "OS": "linux"})
+    url2 = resp["AuthURL"]
+    followup2 = asyncio.create_task(again.register(Followup=url2, OldNodeKey=client.node_key))
+    await browser.goto(url2)             # the provider still knows the browser: no login form
+    await browser.wait_for_selector("h1:has-text('Confirm machine registration')")
+    await browser.click("button[type=submit]")
+    await browser.wait_for_selector("h1:has-text('Machine re-authenticated')")
+    assert (await asyncio.wait_for(followup2, 10))["MachineAuthorized"] is True
+    (renewed,) = services.state.nodes.values()
+    assert renewed.id == node.id and (renewed.ipv4, renewed.ipv6) == (node.ipv4, node.ipv6)
+    assert renewed.node_key == again.node_key and not renewed.is_expired(services.state.now())
+    await again.close()
