@@ -3,7 +3,7 @@
 | engine   | connections                         | a write is                                       |
 |----------|-------------------------------------|--------------------------------------------------|
 | SQLite   | one aiosqlite connection + a lock   | ``BEGIN IMMEDIATE`` … ``COMMIT`` under the lock   |
-| Postgres | a psycopg_pool ``AsyncConnectionPool`` | a transaction on a pooled connection that first runs the fence (HA lease check) |
+| Postgres | a psycopg_pool ``AsyncConnectionPool`` | one at a time (a lock), a transaction on a pooled connection that first runs the fence (HA lease check); reads run concurrently |
 
 Both hand the query modules a connection with aiosqlite's surface; ``PgConn`` translates
 statements with dialect.py. Readers on SQLite also take the lock, so a reader never sees
@@ -103,6 +103,10 @@ class PostgresEngine:
         self.pool = pool
         # Runs first in every write transaction; raises to refuse the write (ha.Lease.check).
         self.fence: Fence | None = None
+        # Writes commit in the order they were asked for, as on SQLite: the state in memory
+        # follows the database, and two updates of one node must not land in reverse order.
+        # (With HA the lease's per-epoch counter serialises writes in the database anyway.)
+        self.write_lock = asyncio.Lock()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[PgConn]:
@@ -111,7 +115,7 @@ class PostgresEngine:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[PgConn]:
-        async with self.pool.connection() as raw, raw.transaction():
+        async with self.write_lock, self.pool.connection() as raw, raw.transaction():
             conn = PgConn(raw)
             if self.fence is not None:
                 await self.fence(conn)
