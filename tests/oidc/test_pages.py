@@ -137,3 +137,18 @@ async def test_sign_in_pages_escape_hostile_names(make_server, browser):
     assert services.state.users[node.user_id].name == "eve@example.com"
     assert [p for p in watch.problems if "dialog" in p] == []
     await client.close()
+
+
+def test_templates_and_stylesheet_ship_in_the_package():
+    """The image installs the project as a wheel: package-data must name every page file."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["*"]
+    pages = root / "app" / "server" / "pages"
+    files = [p.relative_to(pages).as_posix() for p in pages.rglob("*") if p.is_file() and p.suffix != ".pyc"
+             and p.suffix != ".py"]
+    assert files and all(any(fnmatch.fnmatch(f, pat) and f.count("/") == pat.count("/") for pat in patterns)
+                         for f in files), files
