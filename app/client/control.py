@@ -215,6 +215,14 @@ class ControlClient:
             raise RuntimeError(f"register: http {status}: {data[:200]!r}")
         return json.loads(data)
 
+    async def answer_ping(self, ping: dict[str, Any]) -> int:
+        """Answer a PingRequest as tailscaled does for a plain liveness ping (``Types`` empty,
+        ``URLIsNoise``): ``HEAD`` its URL over this Noise connection. Returns the HTTP status."""
+        url = str(ping.get("URL") or "")
+        path = "/" + url.split("://", 1)[-1].partition("/")[2]
+        status, _ = await self.request("HEAD", path)
+        return status
+
     def map_request(self, **extra: Any) -> dict[str, Any]:
         body = {"Version": self.version, "NodeKey": self.node_key, "DiscoKey": self.disco_key,
                 "Compress": "zstd", "KeepAlive": True}

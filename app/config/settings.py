@@ -216,11 +216,14 @@ SETTINGS: tuple[Setting, ...] = (
       "than 65s. (headscale code default 120s; the example config uses 30m.)",
       check=_ephemeral),
     S("node.routes.ha.probe_interval", Duration(), "10s",
-      "How often HA subnet routers are pinged. 0 disables probing; otherwise at least 2s.",
+      "How often each router of an HA subnet route (a prefix two or more online routers serve) "
+      "is pinged over its map session. 0 disables probing; otherwise at least 2s.",
       check=_non_negative),
     S("node.routes.ha.probe_timeout", Duration(), "5s",
-      "How long to wait for a probe answer before the router is marked unhealthy. At least "
-      "1s and less than probe_interval.", check=_non_negative),
+      "How long to wait for a probe answer before the router is marked unhealthy: it loses "
+      "primary to a healthy router (within probe_interval + probe_timeout, as a delta to every "
+      "node) and stays passed over until it answers again. At least 1s and less than "
+      "probe_interval.", check=_non_negative),
     # --- database -----------------------------------------------------------------------------
     S("database.type", Str(), "sqlite",
       "sqlite (or sqlite3), or postgres (or postgresql): headscale's tables on a PostgreSQL "

@@ -219,15 +219,6 @@ def _ha_probe(c: Checker) -> None:
         c.problem("node.routes.ha.probe_timeout: must be less than node.routes.ha.probe_interval")
 
 
-@rule("node.routes.ha.probe_interval", "node.routes.ha.probe_timeout")
-def _ha_probe_pending(c: Checker) -> None:
-    # Until HA routers are health-probed (issue 9 item 5), a tuned probe is reported.
-    for key, default in (("node.routes.ha.probe_interval", 10.0), ("node.routes.ha.probe_timeout", 5.0)):
-        if c.v[key] != default:
-            c.warn(f"{key} has no effect yet: HA subnet routers are not health-probed by this "
-                   "server (a primary loses primary when its session ends); remove it")
-
-
 @rule("derp.server.enabled", "derp.server.stun_listen_addr", "derp.server.stun.enabled")
 def _derp_stun(c: Checker) -> None:
     if (c.v["derp.server.enabled"] and c.v["derp.server.stun.enabled"]

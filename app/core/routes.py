@@ -36,8 +36,11 @@ def elect_primaries(
     served: Mapping[int, list[str]],
     online: set[int],
     previous: Mapping[str, int] | None = None,
+    unhealthy: set[int] | frozenset[int] = frozenset(),
 ) -> dict[str, int]:
-    """prefix -> node id of its primary router."""
+    """prefix -> node id of its primary router. The previous primary keeps the prefix while it
+    is online and healthy; ``unhealthy`` routers (failed HA probes, app.core.haprobe) are passed
+    over while a healthy one serves the prefix, and kept only when none is healthy."""
     candidates: dict[str, list[int]] = {}
     for nid, routes in served.items():
         if nid not in online:
@@ -47,8 +50,10 @@ def elect_primaries(
                 candidates.setdefault(r, []).append(nid)
     out = {}
     for prefix, ids in candidates.items():
+        healthy = [i for i in ids if i not in unhealthy] if unhealthy else ids
+        pool = healthy or ids
         prev = (previous or {}).get(prefix)
-        out[prefix] = prev if prev in ids else min(ids)
+        out[prefix] = prev if prev in pool else min(pool)
     return out
 
 

@@ -42,6 +42,7 @@ class ControlRoutes:
         self.mapper = mapper
         self.batcher = batcher
         self.keepalive = keepalive
+        self.probes: Any = None   # app.service.haprobe.RouterProbes when HA probing is on
 
     def for_machine(self, machine_key: str, version: int):
         async def handle(req: Request, resp: Response) -> None:
@@ -62,6 +63,8 @@ class ControlRoutes:
             return await self.map(machine_key, req, resp)
         if req.path.startswith("/machine/ssh/action/") and req.method == "GET" and self.ssh_checks is not None:
             return await self.ssh_action(machine_key, req, resp)
+        if req.path.partition("?")[0] == "/machine/ping-response":
+            return await self.ping_response(machine_key, req, resp)
         if req.path in NOT_IMPLEMENTED or req.path.startswith("/machine/"):
             return await resp.simple(501, b"not implemented", "text/plain")
         return await resp.simple(404, b"not found", "text/plain")

@@ -55,6 +55,7 @@ class Services:
     derp_blueprint: Any = None
     stun: Any = None
     extra_records: Any = None   # app.service.extrarecords.ExtraRecordsFile (dns.extra_records_path)
+    probes: Any = None          # app.service.haprobe.RouterProbes (node.routes.ha.probe_interval > 0)
     edges: list[Edge] = field(default_factory=list)
     tasks: list[asyncio.Task] = field(default_factory=list)
     addresses: dict[str, Any] = field(default_factory=dict)
@@ -176,6 +177,12 @@ async def build(cfg: Any, db: Any = None) -> Services:
                 max_streams=int(cfg.tuning.noise_max_streams))
     services = Services(cfg, state, registrar, mapper, batcher, policy, ts, ssh_checks=ssh_checks)
     services.extra_records = extra_records
+    ha = cfg.node.routes.ha
+    if float(ha.probe_interval) > 0:
+        from app.service.haprobe import RouterProbes
+
+        services.probes = routes.probes = RouterProbes(state, batcher, cfg.server_url,
+                                                       float(ha.probe_interval), float(ha.probe_timeout))
     if oidc_provider is not None:
         services.oidc = oidc_setup.login_from_config(cfg, oidc_provider, state, registrar, ssh_checks)
         if oidc_retry is not None:
@@ -316,6 +323,8 @@ async def start(services: Services) -> None:
         loop.create_task(logguard.flush_task(), name="log-flush"),
         loop.create_task(limits.trim_memory_task([admission]), name="malloc-trim"),
     ]
+    if services.probes is not None:
+        services.tasks.append(loop.create_task(services.probes.run(), name="ha-probe"))
     if services.extra_records is not None:
         services.tasks.append(loop.create_task(_extra_records_watch(services), name="extra-records"))
     if cfg.derp.auto_update_enabled and (cfg.derp.urls or cfg.derp.paths):

@@ -50,6 +50,7 @@ class State:
         self.policy_updated: datetime | None = None
         self.policy: PolicyView = AllowAll()
         self.primaries: dict[str, int] = {}
+        self.unhealthy_routers: set[int] = set()   # failed HA probes (app.service.haprobe)
         self.served: dict[int, list[str]] = {}
         self.derp_map: dict[str, Any] = {"Regions": {}}
         self.settings = MapSettings()
@@ -148,7 +149,7 @@ class State:
 
     def _recompute_routes(self) -> set[int]:
         """Re-elect primary routers; returns the nodes whose offered routes changed."""
-        new = elect_primaries(self.served, self.online, self.primaries)
+        new = elect_primaries(self.served, self.online, self.primaries, self.unhealthy_routers)
         changed = {nid for prefix in set(new) | set(self.primaries)
                    for nid in (new.get(prefix), self.primaries.get(prefix))
                    if nid is not None and new.get(prefix) != self.primaries.get(prefix)}
@@ -546,6 +547,20 @@ class State:
         if derp_map != self.derp_map:
             self.derp_map = derp_map
             self._emit(Change(derp_map=True))
+
+    def set_router_health(self, node_ids: set[int], healthy: bool) -> None:
+        """HA probing verdicts: unhealthy routers lose primary to a healthy one (peers get the
+        move as a delta); a router healthy again is only a candidate again."""
+        before = set(self.unhealthy_routers)
+        if healthy:
+            self.unhealthy_routers -= node_ids
+        else:
+            self.unhealthy_routers |= node_ids
+        if self.unhealthy_routers == before:
+            return
+        moved = self._recompute_routes()
+        if moved:
+            self._emit(Change(peers_changed=set(moved), self_changed=set(moved)))
 
     def set_dns_config(self, dns_config: dict[str, Any]) -> None:
         """New DNSConfig for every node (dns.extra_records_path changes): a DNS delta."""

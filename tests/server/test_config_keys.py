@@ -166,8 +166,8 @@ TABLE: dict[str, Effect | Reported | Elsewhere] = {
     "node.ephemeral.inactivity_timeout": Elsewhere(
         "tests/server/test_sessions.py::test_ephemeral_nodes_collected_after_inactivity",
         "the collection needs a disconnected node and the timeout to pass"),
-    "node.routes.ha.probe_interval": Reported("20s"),
-    "node.routes.ha.probe_timeout": Reported("3s"),
+    "node.routes.ha.probe_interval": Effect("0", lambda s, d: s.probes is not None),
+    "node.routes.ha.probe_timeout": Effect("3s", lambda s, d: s.probes.core.timeout),
     "database.type": Elsewhere("tests/store/test_postgres.py::test_headscale_0_29_database_opens_and_works",
                                "postgres needs a real PostgreSQL server"),
     "database.debug": Effect(True, sql_lines_logged),
