@@ -156,6 +156,12 @@ class ControlRoutes:
                     await resp.send(b"", end=True)
 
 
+    async def ping_response(self, machine_key: str, req: Request, resp: Response) -> None:
+        """``HEAD /machine/ping-response?id=…``: a router answering its HA probe (PingRequest)."""
+        probe_id = dict(parse_qsl(req.path.partition("?")[2])).get("id", "")
+        ok = self.probes is not None and self.probes.answered(machine_key, probe_id)
+        return await resp.simple(200 if ok else 404, b"", "text/plain")
+
     async def ssh_action(self, machine_key: str, req: Request, resp: Response) -> None:
         """GET /machine/ssh/action/<src>/to/<dst>?local_user=…[&auth_id=…], asked by the destination."""
         path, _, query = req.path.partition("?")
