@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from app.client.control import ControlClient, fetch_key
 from tests.procserver import ServerProc
 
+MUTATION_TIMEOUT = 15.0
 KINDS = {"api_user": 25, "api_preauthkey": 15, "api_policy": 10, "registration": 20, "map_update": 28,
          "cli_user": 2}
 
@@ -88,7 +89,7 @@ async def api(sock: str, method: str, path: str, body: dict | None = None) -> tu
 
 class Campaign:
     def __init__(self, directory: str, mutations: int, kills: int, seed: int, workers: int = 4,
-                 log=print) -> None:
+                 log=None) -> None:
         self.dir = directory
         self.mutations = mutations
         self.kills = kills
@@ -182,8 +183,9 @@ class Campaign:
             kind = self.rng.choices(kinds, weights)[0]
             self.ledger.attempted += 1
             try:
-                await getattr(self, f"_{kind}")()
-            except (OSError, ConnectionError, RuntimeError, asyncio.IncompleteReadError, ValueError, KeyError):
+                await asyncio.wait_for(getattr(self, f"_{kind}")(), MUTATION_TIMEOUT)
+            except (OSError, ConnectionError, RuntimeError, asyncio.IncompleteReadError, ValueError, KeyError,
+                    TimeoutError):
                 await asyncio.sleep(0.01)   # the server is gone (or going): not acknowledged
 
     # ---- rounds ----------------------------------------------------------------------------
@@ -271,7 +273,9 @@ class Campaign:
             if i < rounds - 1:
                 self.srv.start()
                 self.server_key = await fetch_key("127.0.0.1", self.srv.port)
-                await self._reconnect_some()
+                await asyncio.wait_for(self._reconnect_some(), 60)
+            if self.log is not None and (i + 1) % 10 == 0:
+                self.log(f"  {self.kill_count} kills, {self.ledger.acked} acknowledged writes, all there")
         return self.summary()
 
     def summary(self) -> dict:
@@ -292,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"crash campaign: {args.mutations} mutations, {args.kills} kills, seed {seed}, dir {directory}",
           flush=True)
     t0 = time.monotonic()
-    campaign = Campaign(directory, args.mutations, args.kills, seed)
+    campaign = Campaign(directory, args.mutations, args.kills, seed, log=lambda m: print(m, flush=True))
     try:
         result = asyncio.run(campaign.run())
     except AssertionError as exc:
