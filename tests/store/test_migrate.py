@@ -214,7 +214,7 @@ async def test_open_sets_the_pragmas(sqlite_db):
         assert (await conn.execute_fetchall("PRAGMA journal_mode"))[0][0] == "wal"
         assert (await conn.execute_fetchall("PRAGMA foreign_keys"))[0][0] == 1
         assert (await conn.execute_fetchall("PRAGMA busy_timeout"))[0][0] >= 5000
-        assert (await conn.execute_fetchall("PRAGMA synchronous"))[0][0] == 1  # NORMAL
+        assert (await conn.execute_fetchall("PRAGMA synchronous"))[0][0] == 2  # FULL (db.py SYNCHRONOUS)
 
 
 def test_routes_become_approved_routes(tmp_path):
