@@ -53,7 +53,7 @@ async def open_database(cfg: Any, *, policy: str | None = None) -> Any:
         return await Database.open_postgres(
             postgres_conninfo(cfg), policy=policy, max_open=int(pg.max_open_conns),
             max_idle=int(pg.max_idle_conns), idle_seconds=float(pg.conn_max_idle_time_secs),
-            display=postgres_display(cfg))
+            display=postgres_display(cfg), sql_debug=bool(cfg.database.debug))
     path = cfg.database.sqlite.path
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return await Database.open(path, policy=policy, sql_debug=bool(cfg.database.debug))

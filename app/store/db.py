@@ -25,6 +25,7 @@ import aiosqlite
 
 from app.core.clock import Clock, SystemClock
 
+from . import sqllog
 from .api_keys import ApiKeyQueries
 from .dialect import POSTGRES
 from .engine import Engine, PostgresEngine, SqliteEngine
@@ -32,7 +33,6 @@ from .errors import Invalid
 from .migrate import MigrationReport, migrate_path, migrate_postgres
 from .nodes import NodeQueries
 from .policy import PolicyQueries
-from . import sqllog
 from .preauth_keys import PreAuthKeyQueries
 from .users import UserQueries
 
@@ -93,11 +93,13 @@ class Database(UserQueries, NodeQueries, PreAuthKeyQueries, ApiKeyQueries, Polic
         idle_seconds: float = 3600,
         timeout: float = 10.0,
         display: str = "",
+        sql_debug: bool = False,
     ) -> Database:
         """Open a PostgreSQL database (libpq ``conninfo`` string or URL), migrating it first on
         one connection of its own. Pool: at most ``max_open`` connections, ``max_idle`` kept
         open, others closed after ``idle_seconds`` idle (headscale's max_open_conns,
-        max_idle_conns, conn_max_idle_time_secs)."""
+        max_idle_conns, conn_max_idle_time_secs). ``sql_debug`` (``database.debug``) logs every
+        statement as sent, with placeholders (sqllog.py)."""
         from psycopg_pool import AsyncConnectionPool
 
         report = await asyncio.to_thread(migrate_postgres, conninfo, policy=policy)
@@ -112,7 +114,8 @@ class Database(UserQueries, NodeQueries, PreAuthKeyQueries, ApiKeyQueries, Polic
         except BaseException:
             await pool.close()
             raise
-        return cls(PostgresEngine(pool), display or "postgres", clock or SystemClock(), report)
+        engine = PostgresEngine(pool, trace=sqllog.trace if sql_debug else None)
+        return cls(engine, display or "postgres", clock or SystemClock(), report)
 
     async def close(self) -> None:
         await self._engine.close()

@@ -68,11 +68,18 @@ class PgConn:
 
     dialect = POSTGRES
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, trace: Callable[[str], None] | None = None) -> None:
         self.raw = raw
+        self.trace = trace  # database.debug: each statement (placeholders only, never values)
+
+    def _sql(self, sql: str) -> tuple[str, bool]:
+        text, returning = to_postgres(sql)
+        if self.trace is not None:
+            self.trace(text)
+        return text, returning
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> PgResult:
-        text, returning = to_postgres(sql)
+        text, returning = self._sql(sql)
         async with self.raw.cursor() as cur:
             await cur.execute(text, tuple(params))
             lastrowid = None
@@ -82,13 +89,13 @@ class PgConn:
             return PgResult(cur.rowcount, lastrowid)
 
     async def execute_fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        text, _ = to_postgres(sql)
+        text, _ = self._sql(sql)
         async with self.raw.cursor() as cur:
             await cur.execute(text, tuple(params))
             return await cur.fetchall()
 
     async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
-        text, _ = to_postgres(sql)
+        text, _ = self._sql(sql)
         async with self.raw.cursor() as cur:
             await cur.executemany(text, [tuple(r) for r in rows])
 
@@ -99,8 +106,9 @@ Fence = Callable[[PgConn], Awaitable[None]]
 class PostgresEngine:
     dialect = POSTGRES
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, trace: Callable[[str], None] | None = None) -> None:
         self.pool = pool
+        self.trace = trace
         # Runs first in every write transaction; raises to refuse the write (ha.Lease.check).
         self.fence: Fence | None = None
         # Writes commit in the order they were asked for, as on SQLite: the state in memory
@@ -111,12 +119,12 @@ class PostgresEngine:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[PgConn]:
         async with self.pool.connection() as raw:
-            yield PgConn(raw)
+            yield PgConn(raw, self.trace)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[PgConn]:
         async with self.write_lock, self.pool.connection() as raw, raw.transaction():
-            conn = PgConn(raw)
+            conn = PgConn(raw, self.trace)
             if self.fence is not None:
                 await self.fence(conn)
             yield conn

@@ -185,3 +185,20 @@ async def test_failed_migration_leaves_the_database_unchanged(pg_db):
         migrate_postgres(pg_db)
     tables = {r[0] for r in query(pg_db, "SELECT table_name FROM information_schema.tables WHERE table_schema='public'")}
     assert "routes" in tables and "database_versions" not in tables
+
+
+async def test_database_debug_logs_statements_without_values(postgres, caplog):
+    name = postgres.create_database("dbg", template=postgres.migrated_template())
+    db = await Database.open_postgres(postgres.url(name), sql_debug=True, max_open=2, max_idle=1)
+    try:
+        caplog.set_level("DEBUG", logger="headscale.sql")
+        user = await db.create_user("alice")
+        _, full = await db.create_pre_auth_key(user.id)
+        await db.validate_pre_auth_key(full)
+    finally:
+        await db.close()
+        postgres.drop_database(name)
+    lines = [r.getMessage() for r in caplog.records if r.name == "headscale.sql"]
+    assert any("INSERT INTO users" in line for line in lines)
+    secret_parts = full.removeprefix("hskey-auth-")
+    assert not any("alice" in line or secret_parts[:12] in line for line in lines)
