@@ -42,7 +42,6 @@ class ControlRoutes:
         self.mapper = mapper
         self.batcher = batcher
         self.keepalive = keepalive
-        self.probes: Any = None   # app.service.haprobe.RouterProbes when HA probing is on
 
     def for_machine(self, machine_key: str, version: int):
         async def handle(req: Request, resp: Response) -> None:
@@ -63,8 +62,6 @@ class ControlRoutes:
             return await self.map(machine_key, req, resp)
         if req.path.startswith("/machine/ssh/action/") and req.method == "GET" and self.ssh_checks is not None:
             return await self.ssh_action(machine_key, req, resp)
-        if req.path.partition("?")[0] == "/machine/ping-response":
-            return await self.ping_response(machine_key, req, resp)
         if req.path in NOT_IMPLEMENTED or req.path.startswith("/machine/"):
             return await resp.simple(501, b"not implemented", "text/plain")
         return await resp.simple(404, b"not found", "text/plain")
@@ -91,7 +88,7 @@ class ControlRoutes:
             metrics.MAP_REQUESTS.labels("oneshot").inc()
             session = MapSession(node.id, version)
             await resp.start(200, [("content-type", JSON)])
-            await resp.send(frame(self.mapper.full_map(session)), end=True)
+            await resp.send(self.mapper.full_map_frame(session), end=True)
             metrics.MAP_SENT.labels("full").inc()
             return None
         metrics.MAP_REQUESTS.labels("stream").inc()
@@ -111,7 +108,7 @@ class ControlRoutes:
         try:
             await resp.start(200, [("content-type", JSON)])
             started = asyncio.get_running_loop().time()
-            await resp.send(frame(self.mapper.full_map(session)))
+            await resp.send(self.mapper.full_map_frame(session))
             metrics.MAP_SENT.labels("full").inc()
             metrics.FIRST_MAP_SECONDS.observe(asyncio.get_running_loop().time() - started)
             # Keepalives come from one timer per session, queued like any message, rather than a
@@ -135,7 +132,7 @@ class ControlRoutes:
                 if session.needs_full:
                     while not session.queue.empty():
                         session.queue.get_nowait()
-                    await resp.send(frame(self.mapper.full_map(session)))
+                    await resp.send(self.mapper.full_map_frame(session))
                     metrics.MAP_SENT.labels("full").inc()
                 elif item:
                     await resp.send(item)
@@ -155,12 +152,6 @@ class ControlRoutes:
                 with contextlib.suppress(StreamClosed, OSError, h2.exceptions.H2Error):
                     await resp.send(b"", end=True)
 
-
-    async def ping_response(self, machine_key: str, req: Request, resp: Response) -> None:
-        """``HEAD /machine/ping-response?id=…``: a router answering its HA probe (PingRequest)."""
-        probe_id = dict(parse_qsl(req.path.partition("?")[2])).get("id", "")
-        ok = self.probes is not None and self.probes.answered(machine_key, probe_id)
-        return await resp.simple(200 if ok else 404, b"", "text/plain")
 
     async def ssh_action(self, machine_key: str, req: Request, resp: Response) -> None:
         """GET /machine/ssh/action/<src>/to/<dst>?local_user=…[&auth_id=…], asked by the destination."""

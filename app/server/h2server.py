@@ -243,12 +243,17 @@ class H2Server:
                 ev.clear()
                 await ev.wait()
                 continue
-            chunk = view[:window]
-            view = view[window:]
-            last = end and not view
-            self.conn.send_data(stream_id, bytes(chunk), end_stream=last)
+            # As many DATA frames as the window allows, then one flush: a megabyte map is one
+            # encrypt-and-write, not one per 16 KiB frame.
+            avail = self.conn.local_flow_control_window(stream_id)
+            while view and avail > 0:
+                size = min(avail, self.conn.max_outbound_frame_size)
+                chunk = view[:size]
+                view = view[size:]
+                avail -= size
+                self.conn.send_data(stream_id, bytes(chunk), end_stream=end and not view)
             await self.flush()
-            if last:
+            if end and not view:
                 return
 
     def close(self) -> None:
