@@ -42,6 +42,7 @@ class ControlRoutes:
         self.mapper = mapper
         self.batcher = batcher
         self.keepalive = keepalive
+        self.probes: Any = None   # app.service.haprobe.RouterProbes when HA probing is on
 
     def for_machine(self, machine_key: str, version: int):
         async def handle(req: Request, resp: Response) -> None:
@@ -62,6 +63,8 @@ class ControlRoutes:
             return await self.map(machine_key, req, resp)
         if req.path.startswith("/machine/ssh/action/") and req.method == "GET" and self.ssh_checks is not None:
             return await self.ssh_action(machine_key, req, resp)
+        if req.path.partition("?")[0] == "/machine/ping-response":
+            return await self.ping_response(machine_key, req, resp)
         if req.path in NOT_IMPLEMENTED or req.path.startswith("/machine/"):
             return await resp.simple(501, b"not implemented", "text/plain")
         return await resp.simple(404, b"not found", "text/plain")
@@ -152,6 +155,12 @@ class ControlRoutes:
                 with contextlib.suppress(StreamClosed, OSError, h2.exceptions.H2Error):
                     await resp.send(b"", end=True)
 
+
+    async def ping_response(self, machine_key: str, req: Request, resp: Response) -> None:
+        """``HEAD /machine/ping-response?id=…``: a router answering its HA probe (PingRequest)."""
+        probe_id = dict(parse_qsl(req.path.partition("?")[2])).get("id", "")
+        ok = self.probes is not None and self.probes.answered(machine_key, probe_id)
+        return await resp.simple(200 if ok else 404, b"", "text/plain")
 
     async def ssh_action(self, machine_key: str, req: Request, resp: Response) -> None:
         """GET /machine/ssh/action/<src>/to/<dst>?local_user=…[&auth_id=…], asked by the destination."""
