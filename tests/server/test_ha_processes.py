@@ -1,6 +1,7 @@
 """Two real `headscale serve` processes on one real PostgreSQL: one active, one standby that
 refuses everything with 503; killing the active's lock session deposes it (exit 75) and the
-standby takes over without any write of the old epoch after the new one began."""
+standby takes over without any write of the old epoch after the new one began; SIGTERM to the
+active one (a deploy) hands over at once."""
 
 from __future__ import annotations
 
@@ -168,6 +169,16 @@ def test_standby_refuses_and_takes_over_when_the_active_loses_its_database(postg
         assert a.health() == 503 and b.health() == 200
         rows = epoch_rows(url)
         assert [r[0] for r in rows] == [1, 2] and rows[0][3] > 0 and rows[1][3] > 0
+        assert_no_overlapping_writes(url)
+
+        # A deploy or scale-down: SIGTERM to the active one hands over at once.
+        os.killpg(b.proc.pid, signal.SIGTERM)
+        stopped_at = time.monotonic()
+        wait_until(lambda: a.health() == 200, TAKEOVER_LIMIT, "a active after b's SIGTERM")
+        print(f"handover after SIGTERM: {time.monotonic() - stopped_at:.2f} s")
+        assert b.proc.wait(10) == 0
+        assert [u["name"] for u in json.loads(a.cli("users", "list", "-o", "json").stdout)] == ["alice", "bob"]
+        assert [r[0] for r in epoch_rows(url)] == [1, 2, 3]
         assert_no_overlapping_writes(url)
     finally:
         a.stop()
