@@ -277,6 +277,9 @@ VARIABLES: tuple[Var, ...] = (
         SV, check=check_bool),
     Var("HEADSCALE_DERP_SERVER_STUN_LISTEN_ADDR", "fly-global-services:3478",
         "UDP address of the embedded STUN server (Fly needs `fly-global-services`).", SV, check=check_host_port),
+    Var("HEADSCALE_CONSOLE_ENABLED", "false",
+        "Serve the web console at `/admin` on the app's domain (sign in with an API key from "
+        "`fly ssh console -C \"headscale apikeys create\"`).", SV, check=check_bool),
     # OIDC
     Var("HEADSCALE_OIDC_ISSUER", None, "OIDC issuer URL; setting it enables OIDC login.", O, check=check_http_url),
     Var("HEADSCALE_OIDC_CLIENT_ID", None, "OIDC client id.", O, Required.WITH_OIDC),
