@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_STAMP := /var/tmp/.pyheadscale-apt-installed
 APT_PACKAGES := iproute2 sqlite3 curl postgresql postgresql-client chromium libnss3-tools pebble nginx-light podman buildah runc uidmap fuse-overlayfs slirp4netns containernetworking-plugins debootstrap
 
-.PHONY: venv lock run test test-fast fuzz bench soak lint apt npm clean
+.PHONY: venv lock run test test-fast fuzz bench soak soak-load lint apt npm clean
 
 venv: $(STAMP)
 
@@ -71,9 +71,21 @@ bench: venv
 CRASH_MUTATIONS ?= 1000
 CRASH_KILLS ?= 100
 CRASH_SEED ?= 0
+# Then the load soak (bench/soak.py): SOAK_NODES simulated nodes, SOAK_RATE endpoint changes per
+# second for SOAK_MINUTES; no lost deltas, server RSS growth after warm-up under SOAK_RSS_TOLERANCE
+# percent, no leaked sessions, tasks or descriptors (figures in soak-report.json).
+SOAK_NODES ?= 1000
+SOAK_RATE ?= 100
+SOAK_MINUTES ?= 10
+SOAK_RSS_TOLERANCE ?= 5
 soak: venv
 	CRASH_MUTATIONS=$(CRASH_MUTATIONS) CRASH_KILLS=$(CRASH_KILLS) CRASH_SEED=$(CRASH_SEED) \
 	  $(BIN)/python -m tests.crash_campaign
+	$(MAKE) soak-load
+
+soak-load: venv
+	$(BIN)/python -m bench.soak --nodes $(SOAK_NODES) --rate $(SOAK_RATE) --minutes $(SOAK_MINUTES) \
+	  --rss-tolerance $(SOAK_RSS_TOLERANCE) --json soak-report.json
 
 lint: venv
 	$(BIN)/ruff check app entrypoint tests bench fuzz tools

@@ -47,6 +47,24 @@ class _DerpCollector:
             yield CounterMetricFamily(f"headscale_derp_{name}", f"DERP {name.replace('_', ' ')}", value=s[name])
 
 
+class _LoopCollector:
+    """Live asyncio tasks of the serving loop, counted at scrape time (the soak in bench/soak.py
+    checks they stay flat: a growing count is a leaked session, timer or connection task)."""
+
+    def collect(self):
+        import asyncio
+
+        from prometheus_client.core import GaugeMetricFamily
+
+        try:
+            n = len(asyncio.all_tasks())
+        except RuntimeError:    # scraped outside the loop (tests rendering directly)
+            return
+        yield GaugeMetricFamily("headscale_asyncio_tasks", "Live asyncio tasks in the server's loop", value=n)
+
+
+REGISTRY.register(_LoopCollector())
+
 _derp_collector: _DerpCollector | None = None
 
 
