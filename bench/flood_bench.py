@@ -63,6 +63,30 @@ async def _still_open(conns) -> int:
     return sum(1 for r, w in conns if not r.at_eof() and r.exception() is None and not w.is_closing())
 
 
+async def fill_stream(c: ControlClient, sid: int, want: int, patience: float = 0.3) -> int:
+    """Send up to ``want`` body bytes on an open stream, as fast as the server's flow-control
+    window allows (waiting up to ``patience`` for a WINDOW_UPDATE); never ends the stream."""
+    sent = 0
+    waited = 0.0
+    while sent < want:
+        room = min(c.conn.local_flow_control_window(sid), want - sent)
+        if room <= 0:
+            if waited >= patience or c.closed.is_set():
+                break
+            await asyncio.sleep(0.01)
+            waited += 0.01
+            continue
+        waited = 0.0
+        while room > 0:
+            n = min(room, c.conn.max_outbound_frame_size)
+            c.conn.send_data(sid, b"x" * n)
+            sent += n
+            room -= n
+        c._flush()
+        await c.writer.drain()
+    return sent
+
+
 async def _close_all(conns) -> None:
     for _, w in conns:
         w.close()
@@ -121,14 +145,7 @@ async def run(args) -> dict:
                     c.conn.send_headers(sid, [(":method", "POST"), (":path", "/machine/map"),
                                               (":scheme", "https"), (":authority", "x")])
                     streams += 1
-                    room = min(c.conn.local_flow_control_window(sid), (1 << 20) - 1)
-                    while room > 0:
-                        chunk = min(room, c.conn.max_outbound_frame_size)
-                        c.conn.send_data(sid, b"x" * chunk)
-                        sent += chunk
-                        room -= chunk
-                    c._flush()
-                    await c.writer.drain()
+                    sent += await fill_stream(c, sid, (1 << 20) - 1)
             except h2.exceptions.TooManyStreamsError:
                 pass
             await asyncio.sleep(1.0)
