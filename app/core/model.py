@@ -86,17 +86,28 @@ class Node:
         """The node's own IPs (no prefix length), IPv4 first."""
         return tuple(a for a in (self.ipv4, self.ipv6) if a)
 
+    # Hostinfo is normalised where it enters (app.core.hostinfo, at the edge and when rows are
+    # read), but these two feed every map: they stay total even for a record built otherwise.
     @property
     def routable_ips(self) -> tuple[str, ...]:
         """Routes the node advertises (Hostinfo.RoutableIPs)."""
         if not self.hostinfo:
             return ()
-        return tuple(self.hostinfo.get("RoutableIPs") or ())
+        ips = self.hostinfo.get("RoutableIPs")
+        if not isinstance(ips, list):
+            return ()
+        return tuple(r for r in ips if isinstance(r, str))
 
     @property
     def home_derp(self) -> int:
-        net = (self.hostinfo or {}).get("NetInfo") or {}
-        return int(net.get("PreferredDERP") or 0)
+        """Hostinfo.NetInfo.PreferredDERP; 0 (none) when absent or not a region id."""
+        net = (self.hostinfo or {}).get("NetInfo")
+        if not isinstance(net, dict):
+            return 0
+        region = net.get("PreferredDERP")
+        if isinstance(region, int) and not isinstance(region, bool) and 0 <= region < 1 << 31:
+            return region
+        return 0
 
     def is_expired(self, now: datetime) -> bool:
         return self.expiry is not None and self.expiry.year > 1 and self.expiry <= now

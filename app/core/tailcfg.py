@@ -23,7 +23,11 @@ def go_time(dt: datetime | None) -> str:
 
 def parse_go_time(text: str | None) -> datetime | None:
     """Parse an RFC 3339 time; the Go zero time and empty values mean None."""
-    if not text or text.startswith("0001-01-01"):
+    if text is None or text == "":
+        return None
+    if not isinstance(text, str):
+        raise ValueError("a time must be an RFC 3339 string")  # noqa: TRY004 - callers catch ValueError for any bad time
+    if text.startswith("0001-01-01"):
         return None
     t = text.strip()
     if t.endswith(("Z", "z")):
@@ -41,20 +45,25 @@ def parse_go_time(text: str | None) -> datetime | None:
     dt = datetime.fromisoformat(t)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:   # 9999-12-31T23:59:59-23:59 is past datetime.max in UTC
+        raise ValueError("time out of range") from None
 
 
 class RequestError(ValueError):
     """A control request the server refuses (HTTP 400); the message is safe to send back."""
 
 
-def parse_map_request(body: object) -> dict:
+def parse_map_request(body: object, dropped: list[str] | None = None) -> dict:
     """Check a MapRequest's types (PROTOCOL.md 3.2) and normalise its keys.
 
-    Go's decoder rejects a whole message on one wrong type, so the server does too. Absent
-    fields mean zero (clients >= 1.92 omit zero values).
+    Go's decoder rejects a whole message on one wrong type, so the server does too for the
+    request's own fields. Absent fields mean zero (clients >= 1.92 omit zero values). Inside
+    Hostinfo, and among Endpoints, what peers could not decode is dropped instead
+    (app.core.hostinfo) and named in ``dropped``.
     """
-    from app.core import keys
+    from app.core import hostinfo, keys
 
     if not isinstance(body, dict):
         raise RequestError("invalid JSON body")
@@ -76,7 +85,55 @@ def parse_map_request(body: object) -> dict:
         raise RequestError("invalid Endpoints")
     if body.get("Hostinfo") is not None and not isinstance(body["Hostinfo"], dict):
         raise RequestError("invalid Hostinfo")
+    if endpoints is not None:
+        out["Endpoints"] = hostinfo.normalise_endpoints(endpoints, dropped)
+    if body.get("Hostinfo") is not None:
+        out["Hostinfo"] = hostinfo.normalise_hostinfo(body["Hostinfo"], dropped)
     for flag in ("Stream", "OmitPeers", "KeepAlive"):
         if not isinstance(body.get(flag, False), bool):
             raise RequestError(f"invalid {flag}")
+    return out
+
+
+def parse_register_request(body: object, dropped: list[str] | None = None) -> dict:
+    """Check a RegisterRequest's types (PROTOCOL.md 3.1) and normalise them.
+
+    Returns a copy with ``NodeKey`` normalised, ``OldNodeKey`` a normalised key or None,
+    ``Expiry`` a datetime or None, ``Auth`` a dict or None with ``AuthKey`` a str,
+    ``Followup`` a str and ``Hostinfo`` normalised (app.core.hostinfo) or None.
+    """
+    from app.core import hostinfo, keys
+
+    if not isinstance(body, dict):
+        raise RequestError("invalid JSON body")
+    out = dict(body)
+    node_key = body.get("NodeKey")
+    try:
+        out["NodeKey"] = keys.normalise(node_key if isinstance(node_key, str) else "", keys.NODE_PUBLIC)
+    except keys.KeyError_:
+        raise RequestError("invalid node key in register request") from None
+    old = body.get("OldNodeKey")
+    if old is not None and not isinstance(old, str):
+        raise RequestError("invalid OldNodeKey in register request")
+    try:
+        out["OldNodeKey"] = keys.normalise(old, keys.NODE_PUBLIC) if old and not keys.is_zero(old) else None
+    except keys.KeyError_:
+        raise RequestError("invalid OldNodeKey in register request") from None
+    try:
+        out["Expiry"] = parse_go_time(body.get("Expiry"))
+    except ValueError:
+        raise RequestError("invalid Expiry in register request: expected an RFC 3339 time") from None
+    auth = body.get("Auth")
+    if auth is not None:
+        if not isinstance(auth, dict) or not isinstance(auth.get("AuthKey") or "", str):
+            raise RequestError("invalid Auth in register request")
+        auth = dict(auth, AuthKey=auth.get("AuthKey") or "")
+    out["Auth"] = auth
+    followup = body.get("Followup")
+    if followup is not None and not isinstance(followup, str):
+        raise RequestError("invalid Followup in register request")
+    out["Followup"] = followup or ""
+    if body.get("Hostinfo") is not None and not isinstance(body["Hostinfo"], dict):
+        raise RequestError("invalid Hostinfo in register request")
+    out["Hostinfo"] = hostinfo.normalise_hostinfo(body.get("Hostinfo"), dropped)
     return out

@@ -13,6 +13,7 @@ from typing import Any
 
 from quart import Blueprint, Response, current_app, request
 
+from app.core import jsonsafe
 from app.core.model import (
     TAGGED_DEVICES_DISPLAY,
     TAGGED_DEVICES_LOGIN,
@@ -115,19 +116,24 @@ async def body_json() -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "request body is not valid JSON") from None
+        obj = jsonsafe.loads(raw)
+    except jsonsafe.JSONError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ApiError(400, "request body must be a JSON object")
     return obj
 
 
+def ascii_digits(value: Any) -> bool:
+    """At most 19 digits 0-9 (an int64): int() would also take "²", "٣", " 7" and "1_0"."""
+    text = str(value)
+    return text.isascii() and text.isdigit() and len(text) <= 19
+
+
 def int_id(value: Any, what: str) -> int:
-    try:
-        v = int(str(value))
-    except (TypeError, ValueError):
-        raise ApiError(400, f"invalid {what}: {value!r}") from None
+    if isinstance(value, bool) or not ascii_digits(value):
+        raise ApiError(400, f"invalid {what}: {str(value)[:40]!r}")
+    v = int(str(value))
     if v <= 0 or v >= 2**63:
         raise ApiError(400, f"invalid {what}: {value!r}")
     return v
@@ -358,7 +364,7 @@ def api_blueprint() -> Blueprint:
         b = await body_json()
         st = svc().state
         user = st.user_by_name(str(b.get("user") or "")) or (
-            st.users.get(int(b["user"])) if str(b.get("user") or "").isdigit() else None)
+            st.users.get(int(b["user"])) if ascii_digits(b.get("user") or "") else None)
         if user is None:
             raise NotFound(f"user {b.get('user')!r} not found")
         routes = b.get("routes") or []
@@ -396,7 +402,7 @@ def api_blueprint() -> Blueprint:
         user = None
         if user_ref not in (None, ""):
             ref = str(user_ref)
-            user = st.users.get(int(ref)) if ref.isdigit() else None
+            user = st.users.get(int(ref)) if ascii_digits(ref) else None
             user = user or st.user_by_name(ref)
         if user is None:
             raise NotFound(f"user {user_ref!r} not found")

@@ -11,8 +11,9 @@ from urllib.parse import parse_qsl
 
 import h2.exceptions
 
+from app.core import hostinfo, jsonsafe, keys
 from app.core.map.wire import frame
-from app.core.tailcfg import RequestError, parse_map_request
+from app.core.tailcfg import RequestError, parse_map_request, parse_register_request
 from app.server import metrics
 from app.server.h2server import Request, Response, StreamClosed
 from app.service.errors import NotFound
@@ -52,9 +53,18 @@ class ControlRoutes:
 
     async def dispatch(self, machine_key: str, req: Request, resp: Response) -> None:
         if req.path == "/machine/register" and req.method == "POST":
-            body = _json(req)
-            if body is None:
+            raw = _json(req)
+            if raw is None:
                 return await resp.simple(400, b"invalid JSON body", "text/plain")
+            dropped: list[str] = []
+            try:
+                body = parse_register_request(raw, dropped)
+            except RequestError as exc:
+                # A field of the wrong type: a RegisterResponse.Error, as headscale answers a
+                # request its decoder refuses (the client shows it to the user).
+                log.info("register refused for %s: %s", keys.short(machine_key), exc)
+                return await resp.simple(200, json.dumps({"Error": str(exc)}).encode(), JSON)
+            _log_dropped(machine_key, "register", dropped)
             out = await self.registrar.register(machine_key, body)
             metrics.REGISTRATIONS.labels("error" if out.get("Error") else
                                          "authurl" if out.get("AuthURL") else "ok").inc()
@@ -71,10 +81,12 @@ class ControlRoutes:
 
     async def map(self, machine_key: str, req: Request, resp: Response) -> None:
         st = self.state
+        dropped: list[str] = []
         try:
-            body = parse_map_request(_json(req))
+            body = parse_map_request(_json(req), dropped)
         except RequestError as exc:
             return await resp.simple(400, str(exc).encode(), "text/plain")
+        _log_dropped(machine_key, "map request", dropped)
         version = body["Version"]
         node = st.node_by_key(body["NodeKey"])
         if node is None or node.machine_key != machine_key:
@@ -91,7 +103,7 @@ class ControlRoutes:
             metrics.MAP_REQUESTS.labels("oneshot").inc()
             session = MapSession(node.id, version)
             await resp.start(200, [("content-type", JSON)])
-            await resp.send(self.mapper.full_map_frame(session), end=True)
+            await resp.send(frame(self.mapper.full_map(session)), end=True)
             metrics.MAP_SENT.labels("full").inc()
             return None
         metrics.MAP_REQUESTS.labels("stream").inc()
@@ -111,7 +123,7 @@ class ControlRoutes:
         try:
             await resp.start(200, [("content-type", JSON)])
             started = asyncio.get_running_loop().time()
-            await resp.send(self.mapper.full_map_frame(session))
+            await resp.send(frame(self.mapper.full_map(session)))
             metrics.MAP_SENT.labels("full").inc()
             metrics.FIRST_MAP_SECONDS.observe(asyncio.get_running_loop().time() - started)
             # Keepalives come from one timer per session, queued like any message, rather than a
@@ -135,7 +147,7 @@ class ControlRoutes:
                 if session.needs_full:
                     while not session.queue.empty():
                         session.queue.get_nowait()
-                    await resp.send(self.mapper.full_map_frame(session))
+                    await resp.send(frame(self.mapper.full_map(session)))
                     metrics.MAP_SENT.labels("full").inc()
                 elif item:
                     await resp.send(item)
@@ -167,7 +179,7 @@ class ControlRoutes:
         path, _, query = req.path.partition("?")
         parts = path.split("/")          # "", machine, ssh, action, src, to, dst
         params = dict(parse_qsl(query))
-        if len(parts) != 7 or parts[5] != "to" or not parts[4].isdigit() or not parts[6].isdigit():
+        if len(parts) != 7 or parts[5] != "to" or not _ascii_digits(parts[4]) or not _ascii_digits(parts[6]):
             return await resp.simple(400, b"malformed SSH action path", "text/plain")
         src, dst = int(parts[4]), int(parts[6])
         dst_node = self.state.nodes.get(dst)
@@ -180,8 +192,23 @@ class ControlRoutes:
 
 
 def _json(req: Request) -> dict[str, Any] | None:
+    """The body as a JSON object, or None (too deep, not UTF-8, not an object: a 400)."""
     try:
-        obj = json.loads(bytes(req.body) or b"{}")
-    except (ValueError, UnicodeDecodeError):
+        obj = jsonsafe.loads(bytes(req.body) or b"{}")
+    except jsonsafe.JSONError:
         return None
     return obj if isinstance(obj, dict) else None
+
+
+def _ascii_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 18   # int() also takes "²"-like digits
+
+
+def _log_dropped(machine_key: str, what: str, dropped: list[str]) -> None:
+    """One line per request naming what a client sent that peers could not use."""
+    if not dropped:
+        return
+    level = logging.DEBUG if hostinfo.only_unknown(dropped) else logging.WARNING
+    if log.isEnabledFor(level):
+        log.log(level, "%s of %s: dropped unusable fields: %s", what, keys.short(machine_key),
+                hostinfo.summary(dropped))

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from quart import Blueprint, Response, request
 
+from app.core import jsonsafe
 from app.core.keys import NODE_PUBLIC, KeyError_, parse_key
 
 VERIFY_BODY_LIMIT = 4 << 10
@@ -69,8 +70,8 @@ def derp_blueprint(
             if len(body) > VERIFY_BODY_LIMIT:
                 return _error(413, "request body too large")
         try:
-            obj = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            obj = jsonsafe.loads(body)
+        except jsonsafe.JSONError:
             return _error(400, "invalid JSON")
         if not isinstance(obj, dict):
             return _error(400, "invalid JSON")

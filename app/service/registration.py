@@ -15,9 +15,10 @@ from typing import Any
 
 from app.core import keys
 from app.core.authid import PREFIX, is_auth_id, new_auth_id
+from app.core.hostinfo import valid_prefix
 from app.core.map.builder import user_profile
 from app.core.model import Node, RegisterMethod, User
-from app.core.tailcfg import go_time, parse_go_time
+from app.core.tailcfg import go_time
 from app.service.changes import Change
 from app.service.state import State
 from app.store.errors import StoreError
@@ -79,23 +80,13 @@ class Registrar:
         return {"NodeKeyExpired": True, "MachineAuthorized": False, "AuthURL": ""}
 
     async def _register(self, machine_key: str, req: dict[str, Any]) -> dict[str, Any]:
+        """``req`` is what app.core.tailcfg.parse_register_request returned (types checked)."""
         st = self.state
-        try:
-            node_key = keys.normalise(str(req.get("NodeKey") or ""), keys.NODE_PUBLIC)
-        except keys.KeyError_:
-            raise RegisterError("invalid node key in register request") from None
-        old_key = req.get("OldNodeKey")
-        try:
-            old_key = keys.normalise(old_key, keys.NODE_PUBLIC) if old_key and not keys.is_zero(old_key) else None
-        except keys.KeyError_:
-            raise RegisterError("invalid old node key in register request") from None
-        try:
-            expiry = parse_go_time(req.get("Expiry"))
-        except (TypeError, ValueError):
-            raise RegisterError("invalid expiry in register request") from None
-        auth = req.get("Auth") if isinstance(req.get("Auth"), dict) else None
-        auth_key = str((auth or {}).get("AuthKey") or "")
-        hostinfo = req.get("Hostinfo") if isinstance(req.get("Hostinfo"), dict) else {}
+        node_key: str = req["NodeKey"]
+        old_key: str | None = req.get("OldNodeKey")
+        expiry: datetime | None = req.get("Expiry")
+        auth_key = str((req.get("Auth") or {}).get("AuthKey") or "")
+        hostinfo: dict[str, Any] = req.get("Hostinfo") or {}
         now = st.now()
         node = st.node_by_key(node_key)
         if node is not None and node.machine_key != machine_key:
@@ -276,6 +267,11 @@ class Registrar:
             from app.service.errors import Invalid
 
             raise Invalid(f"invalid registration id {auth_id!r}: expected {PREFIX}<24 hex>")
+        bad = [r for r in routes if not valid_prefix(r)]
+        if bad:
+            from app.service.errors import Invalid
+
+            raise Invalid(f"invalid route {bad[0]!r}: expected a prefix such as 10.0.0.0/24")
         pending = Pending(auth_id, keys.format_key(keys.new_private(), keys.MACHINE_PUBLIC),
                           keys.format_key(keys.new_private(), keys.NODE_PUBLIC),
                           {"Hostname": name, "RoutableIPs": list(routes)}, None,

@@ -9,16 +9,26 @@ deletes node rows outright).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from app.core import jsonsafe
+from app.core.hostinfo import (
+    ip_version,
+    normalise_endpoints,
+    normalise_hostinfo,
+    only_unknown,
+    summary,
+    valid_endpoint,
+    valid_prefix,
+)
 from app.core.model import Node
 
 from .base import IntegrityErrors, QueryBase, integrity_error
 from .codec import (
     decode_list,
-    decode_object,
     encode_list,
     encode_object,
     format_time,
@@ -26,6 +36,8 @@ from .codec import (
     parse_time,
 )
 from .errors import NotFound
+
+log = logging.getLogger("headscale.store")
 
 _SELECT = (
     "SELECT n.id, n.machine_key, n.node_key, n.disco_key, n.hostname, n.given_name, n.user_id,"
@@ -41,7 +53,41 @@ _WRITE_COLUMNS = (
 )
 
 
+def _stored_hostinfo(text: Any) -> Any:
+    """The host_info column decoded with the same limits as client input (too deep: None)."""
+    if not isinstance(text, (str, bytes)) or text in ("", "null", b"", b"null"):
+        return None
+    try:
+        return jsonsafe.loads(text)
+    except jsonsafe.JSONError:
+        return None
+
+
+def _stored_ip(text: Any, version: int, dropped: list[str]) -> str | None:
+    """An ipv4/ipv6 column; an unparseable value is treated as unset (and reported)."""
+    if not text:
+        return None
+    if ip_version(text) == version:
+        return text
+    dropped.append(f"ipv{version}")
+    return None
+
+
 def node_from_row(row: Any) -> Node:
+    """A Node from a row; client-reported columns are normalised like fresh input, so a row an
+    older version stored unchecked (``NetInfo: "x"``, ``RoutableIPs: [{}]``) cannot break maps."""
+    dropped: list[str] = []
+    hostinfo = normalise_hostinfo(_stored_hostinfo(row[10]), dropped)
+    endpoints = decode_list(row[9])
+    if not all(valid_endpoint(e) for e in endpoints):
+        endpoints = tuple(normalise_endpoints(list(endpoints), dropped))
+    ipv4, ipv6 = _stored_ip(row[7], 4, dropped), _stored_ip(row[8], 6, dropped)
+    stored_routes = decode_list(row[16])
+    approved = tuple(r for r in stored_routes if valid_prefix(r))
+    if len(approved) != len(stored_routes):
+        dropped.append("approved_routes")
+    if dropped and not only_unknown(dropped):
+        log.warning("node %s: ignoring unusable stored values: %s", row[0], summary(dropped))
     return Node(
         id=row[0],
         machine_key=row[1] or "",
@@ -50,16 +96,16 @@ def node_from_row(row: Any) -> Node:
         hostname=row[4] or "",
         given_name=row[5] or "",
         user_id=row[6],
-        ipv4=row[7] or None,
-        ipv6=row[8] or None,
-        endpoints=decode_list(row[9]),
-        hostinfo=decode_object(row[10]),
+        ipv4=ipv4,
+        ipv6=ipv6,
+        endpoints=endpoints,
+        hostinfo=hostinfo,
         register_method=row[11] or "",
         tags=decode_list(row[12]),
         auth_key_id=row[13],
         expiry=parse_time(row[14]),
         last_seen=parse_time(row[15]),
-        approved_routes=decode_list(row[16]),
+        approved_routes=approved,
         created_at=parse_time(row[17]),
         updated_at=parse_time(row[18]),
         ephemeral=parse_bool(row[19]),

@@ -31,6 +31,8 @@ from typing import NamedTuple
 from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
 
+from app.core import jsonsafe
+
 from .errors import FrameError, FrameTooLarge, HandshakeError
 
 MAGIC = "DERP🔑".encode()  # 44 45 52 50 f0 9f 94 91
@@ -301,9 +303,9 @@ class ClientInfo:
     @classmethod
     def from_json(cls, raw: bytes) -> ClientInfo:
         try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise HandshakeError("client info is not JSON") from None
+            obj = jsonsafe.loads(raw)
+        except jsonsafe.JSONError as exc:
+            raise HandshakeError(f"client info is not usable JSON: {exc}") from None
         if not isinstance(obj, dict):
             raise HandshakeError("client info is not a JSON object")
         fields = {str(k).lower(): v for k, v in obj.items()}
@@ -347,8 +349,8 @@ class ServerInfo:
     @classmethod
     def from_json(cls, raw: bytes) -> ServerInfo:
         try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            obj = jsonsafe.loads(raw)
+        except jsonsafe.JSONError:
             raise HandshakeError("server info is not JSON") from None
         if not isinstance(obj, dict):
             raise HandshakeError("server info is not a JSON object")

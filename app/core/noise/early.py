@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from .. import jsonsafe
 from ..keys import CHALLENGE_PUBLIC, KeyError_, format_key, parse_key
 from .errors import EarlyPayloadError
 
@@ -61,7 +62,7 @@ def split_early_payload(stream: bytes) -> tuple[EarlyNoise | None, bytes] | None
 
 def _decode(body: bytes) -> EarlyNoise:
     try:
-        doc = json.loads(body)
+        doc = jsonsafe.loads(body)   # a JSONError is a ValueError
     except ValueError as exc:
         raise EarlyPayloadError(f"early payload is not JSON: {exc}") from None
     if not isinstance(doc, dict):
