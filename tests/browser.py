@@ -17,6 +17,10 @@ to run inside an asyncio loop). `netns` runs Chromium inside a network namespace
 
 Screenshots go to `tests/.artifacts/` (or `$TEST_ARTIFACTS`), one PNG per name, so a person
 can look at what the pages showed after a run.
+
+Every request passes a route that aborts anything outside loopback and 10.200.0.0/24 (and no
+host name but localhost resolves). With that interception on, Chromium aborts a top-level
+navigation to a `/favicon.ico` URL: fetch such files with `page.request.get(url)` instead.
 """
 
 from __future__ import annotations
