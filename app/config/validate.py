@@ -261,6 +261,13 @@ def _oidc(c: Checker) -> None:
             c.problem(f"oidc.client_secret_path: file {resolved!r} not found")
 
 
+@rule("oidc.issuer", "oidc.scope")
+def _oidc_scope(c: Checker) -> None:
+    if c.v["oidc.issuer"] and "openid" not in (c.v["oidc.scope"] or []):
+        c.problem("oidc.scope: must include openid (without it the provider sends no ID token and nobody "
+                  "can sign in)")
+
+
 @rule("policy.mode", "policy.path")
 def _policy(c: Checker) -> None:
     path = c.v["policy.path"]
