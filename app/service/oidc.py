@@ -243,7 +243,8 @@ class OIDCLogin:
         if src.is_tagged or src.user_id != user.id:
             raise FlowError("not_owner", f"user {user.id} does not own SSH source node {src.id}", 403)
         self.ssh_checks.decide(auth_id, approve=True)
-        log.info("SSH check %s approved by user %s (%s)", auth_id, user.id, user.login_name)
+        # (the auth id stays out of the log, as in the request log: it is the link's only secret)
+        log.info("SSH check from node %s approved by its owner, user %s (%s)", src.id, user.id, user.login_name)
         return Signed(user, auth_id, False)
 
     # ---- 3. confirm --------------------------------------------------------------------------
