@@ -25,7 +25,7 @@ log = logging.getLogger("headscale.http")
 # Query parameters whose values are never secret; every other value is replaced by "***".
 PLAIN_QUERY = frozenset({"user", "id", "name", "email", "confirmed", "expiry", "disableExpiry", "v", "page",
                          "filter", "sort", "tab"})
-_SECRET_SEGMENT = re.compile(r"^(/(?:register|auth|admin/[a-z]+)/)(hskey-authreq-)[0-9a-f]+")
+_SECRET_SEGMENT = re.compile(r"^(/(?:register|register/confirm|auth|admin/[a-z]+)/)(hskey-authreq-)[0-9a-f]+")
 MAX_PATH = 300
 
 

@@ -47,14 +47,16 @@ async def test_sign_in_registers_the_waiting_machine(make_server, browser, trust
     assert node.register_method == "oidc" and node.hostname == "laptop"
     assert resp["Login"]["LoginName"] == "alice@example.com"
     print(f"login URL -> registered (browser sign-in + confirm): {elapsed:.2f} s")
-    # Nothing secret reached the log: not the code, state, nonce or PKCE challenge, nor the secret.
+    # Nothing secret reached the log: not the code, state, nonce, PKCE challenge, login id or secret.
     redirect = next(u for u in seen if u.startswith(trust_idp.issuer + "/auth?"))
     callback = next(u for u in seen if "/oidc/callback?" in u)
     values = dict(parse_qsl(urlsplit(redirect).query)) | dict(parse_qsl(urlsplit(callback).query))
     secrets = [values[k] for k in ("state", "nonce", "code_challenge", "code")] + [CLIENT_SECRET]
+    secrets.append(url.rsplit("/", 1)[-1][len("hskey-authreq-"):])     # the login link's id
     text = "\n".join(r.getMessage() + str(getattr(r, "http", "")) for r in caplog.records)
     assert "node 1 registered for user" in text
-    assert [v for v in secrets if v in text] == []
+    leaks = [ln for ln in text.splitlines() if any(v in ln for v in secrets)]
+    assert leaks == [], leaks
     await client.close()
 
 
