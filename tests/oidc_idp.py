@@ -31,7 +31,7 @@ CLIENT_SECRET = "test-client-secret-0123456789"
 
 ACCOUNTS = {
     "alice": {"email": "alice@example.com", "email_verified": True, "preferred_username": "alice",
-              "name": "Alice Example", "groups": ["/staff", "admins"]},
+              "name": "Alice Example", "groups": ["/staff", "admins"], "picture": "https://example.com/alice.png"},
     "bob": {"email": "bob@example.com", "email_verified": False, "preferred_username": "bob",
             "name": "Bob Unverified", "groups": ["/staff"]},
     "mallory": {"email": "mallory@evil.test", "email_verified": True, "preferred_username": "mallory",

@@ -44,6 +44,7 @@ async def test_sign_in_registers_the_waiting_machine(make_server, browser, trust
     user = services.state.users[node.user_id]
     assert (user.name, user.email, user.display_name) == ("alice", "alice@example.com", "Alice Example")
     assert user.provider == "oidc" and user.provider_identifier == f"{trust_idp.issuer}/alice"
+    assert user.profile_pic_url == "https://example.com/alice.png"
     assert node.register_method == "oidc" and node.hostname == "laptop"
     assert resp["Login"]["LoginName"] == "alice@example.com"
     print(f"login URL -> registered (browser sign-in + confirm): {elapsed:.2f} s")
