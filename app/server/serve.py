@@ -486,7 +486,9 @@ def main(argv: list[str]) -> int:
             "Create a user and a pre-auth key from another shell:\n"
             "  .venv/bin/headscale -c data/config.yaml users create alice\n"
             "  .venv/bin/headscale -c data/config.yaml preauthkeys create -u 1 --reusable\n"
-            "then on a machine: tailscale up --login-server http://127.0.0.1:8080 --authkey <key>",
+            "then on a machine: tailscale up --login-server http://127.0.0.1:8080 --authkey <key>\n"
+            "Web console: http://127.0.0.1:8080/admin, signed in with a key from\n"
+            "  .venv/bin/headscale -c data/config.yaml apikeys create",
             flush=True,
         )
     try:

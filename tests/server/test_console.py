@@ -221,6 +221,12 @@ async def test_pending_web_login_and_ssh_check(server):
     dave = st.user_by_name("dave")
     await b.post(f"/admin/pending/login/{auth_id}/approve", {"user": str(dave.id), "csrf": token})
     assert [n.given_name for n in st.nodes.values() if n.user_id == dave.id] == ["webbox"]
+    other = new_auth_id()
+    server.registrar.add_debug_pending(other, "unwanted", [])
+    await b.post(f"/admin/pending/login/{other}/reject", {"csrf": token})
+    page = (await b.get("/admin/pending"))[2]
+    assert "login rejected" in page and other not in page
+    assert not any(n.given_name == "unwanted" for n in st.nodes.values())
     status, _hdrs, _ = await b.post(f"/admin/pending/ssh/{new_auth_id()}/approve", {"csrf": token})
     assert status == 303
     assert "no pending SSH check" in (await b.get("/admin/pending"))[2]

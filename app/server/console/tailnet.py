@@ -106,8 +106,7 @@ def register(bp: Blueprint, c: Any) -> None:
             checks.append({"id": r.auth_id, "src": src.given_name if src else str(r.src),
                            "dst": dst.given_name if dst else str(r.dst), "age": int(now - r.created)})
         users = sorted(st.users.values(), key=lambda u: u.id)
-        return await c.render("pending.html", logins=logins, checks=checks, users=users,
-                              can_reject_login=hasattr(svc.registrar, "reject"))
+        return await c.render("pending.html", logins=logins, checks=checks, users=users)
 
     @bp.post("/pending/login/<auth_id>/approve")
     async def approve_login(auth_id: str):
