@@ -211,3 +211,23 @@ async def test_document_and_page_are_served_from_the_package(server):
         status, _, body = await api.raw("GET", s.decode())
         assert status == 200 and body
     assert (await api.raw("GET", "/swagger/../web.py"))[0] == 404
+
+
+async def test_swagger_page_works_in_chromium_under_its_csp(server, tmp_path):
+    from tests.browser import async_chromium, async_screenshot
+
+    api = await api_with_key(server)
+    await server.state.create_user("shown-in-browser")
+    async with async_chromium(tmp_path / "browser") as page:
+        problems = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        await page.goto(f"{api.base}/swagger")
+        await page.wait_for_selector("details#listUsers")
+        await page.fill("#apikey", api.key)
+        await page.click("details#listUsers summary")
+        await page.click("details#listUsers button")
+        out = page.locator("details#listUsers pre[aria-live]")
+        await out.filter(has_text="shown-in-browser").wait_for(timeout=10_000)
+        assert (await out.inner_text()).startswith("200")
+        await async_screenshot(page, "swagger-send")
+        assert not problems, problems      # no CSP violation, no script error
