@@ -31,7 +31,7 @@ from app.store.errors import StoreError
 
 STORE_STATUS = {"not_found": 404, "conflict": 409, "invalid": 400, "migration": 500}
 # google.rpc codes, as grpc-gateway reports them.
-GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 500: 13, 501: 12}
+GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 6, 413: 8, 429: 8, 500: 13, 501: 12, 503: 14}
 
 
 def ts(dt: datetime | None) -> str | None:

@@ -212,6 +212,8 @@ async def test_unknown_api_routes_answer_json(server):
     assert status == 404 and hdrs["content-type"].startswith("application/json")
     status, doc = await api.call("POST", "/api/v1/user", raw=b"{not json")
     assert status == 400 and set(doc) == {"code", "message", "details"}
+    status, doc = await api.call("POST", "/api/v1/user", raw=b"{" + b" " * (5 * 2**20) + b"}")
+    assert status == 413 and doc["code"] == 8 and "4 MiB" in doc["message"]
     # outside /api the plain pages stay
     status, hdrs, _ = await api.raw("GET", "/no-such-page")
     assert status == 404 and not hdrs["content-type"].startswith("application/json")
