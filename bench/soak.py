@@ -213,7 +213,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "ack_p50": percentile(lat, 50), "ack_p99": percentile(lat, 99),
                         "ack_max": max(lat, default=float("nan")),
                         "churned": sum(g["churned"] for g in done), "churn_failed": sum(g["churn_failed"] for g in done),
-                        "renames": renames, "renames_failed": rename_failed}
+                        "renames": renames, "renames_failed": rename_failed,
+                        "statuses": {str(k): v for g in done for k, v in g["statuses"].items()}}
         r["changes"]["rate"] = r["changes"]["acked"] / max(1e-9, args.seconds)
 
         # 3. quiescence: every observer's view equals the final state

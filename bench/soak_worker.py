@@ -63,6 +63,7 @@ class SoakWorker:
         self.uncertain: dict[int, list[str]] = {}
         self.fired = self.acked = self.failed = self.churned = self.churn_failed = 0
         self.latencies: list[float] = []
+        self.statuses: dict[int, int] = {}    # answers other than 200 to lite updates
         self.loop_task: asyncio.Task | None = None
         self.pending: set[asyncio.Task] = set()
 
@@ -183,6 +184,7 @@ class SoakWorker:
                 self.latencies.append(time.monotonic() - t0)
             else:
                 self.failed += 1
+                self.statuses[status] = self.statuses.get(status, 0) + 1
         except Exception:  # noqa: BLE001 - the update may or may not have landed: either is accepted
             self.failed += 1
             self.uncertain.setdefault(n.index, []).append(marker)
@@ -261,7 +263,7 @@ class SoakWorker:
             await asyncio.gather(*list(self.pending), return_exceptions=True)
         return {"last": self.last, "uncertain": self.uncertain, "fired": self.fired, "acked": self.acked,
                 "failed": self.failed, "churned": self.churned, "churn_failed": self.churn_failed,
-                "latencies": self.latencies}
+                "latencies": self.latencies, "statuses": self.statuses}
 
     async def cmd_check(self, expected: dict[int, list[Any]], uncertain: dict[int, list[str]]) -> dict[str, Any]:
         """Compare every observer's view with ``expected`` (node ID -> [endpoint, name, node key])."""

@@ -13,6 +13,8 @@ another coroutine's half-done write; on PostgreSQL transactions give the same gu
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -44,13 +46,17 @@ class SqliteEngine:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Any]:
         async with self.lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
+            # A cancelled await does not stop aiosqlite's thread: a BEGIN (or COMMIT) whose caller
+            # was cancelled (stream reset, connection closed) still runs, so the ROLLBACK queued
+            # after it must end that transaction too, or every later write finds one open.
             try:
+                await self.conn.execute("BEGIN IMMEDIATE")
                 yield self.conn
+                await self.conn.execute("COMMIT")
             except BaseException:
-                await asyncio.shield(self.conn.execute("ROLLBACK"))
+                with contextlib.suppress(sqlite3.Error):    # none open: BEGIN failed or COMMIT ran
+                    await asyncio.shield(self.conn.execute("ROLLBACK"))
                 raise
-            await self.conn.execute("COMMIT")
 
     async def close(self) -> None:
         async with self.lock:
