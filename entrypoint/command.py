@@ -10,7 +10,7 @@ from __future__ import annotations
 
 # The CLI's top-level commands (tests/entrypoint/test_command.py keeps this equal to app/cli's).
 HEADSCALE_COMMANDS = frozenset({
-    "api", "apikey", "apikeys", "auth", "authkey", "configtest", "debug", "dumpConfig", "gen", "generate",
+    "api", "apikey", "apikeys", "auth", "authkey", "configtest", "database", "db", "debug", "dumpConfig", "gen", "generate",
     "health", "node", "nodes", "policy", "pre", "preauthkey", "preauthkeys", "serve", "user", "users", "version",
 })
 
