@@ -4,6 +4,8 @@ it, with the fields they read (ECOSYSTEM.md)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -212,8 +214,16 @@ async def test_unknown_api_routes_answer_json(server):
     assert status == 404 and hdrs["content-type"].startswith("application/json")
     status, doc = await api.call("POST", "/api/v1/user", raw=b"{not json")
     assert status == 400 and set(doc) == {"code", "message", "details"}
-    status, doc = await api.call("POST", "/api/v1/user", raw=b"{" + b" " * (5 * 2**20) + b"}")
-    assert status == 413 and doc["code"] == 8 and "4 MiB" in doc["message"]
+    # an oversized body is refused from its Content-Length, before it is sent
+    reader, writer = await asyncio.open_connection(*server.addresses["listen"])
+    writer.write(f"POST /api/v1/user HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api.key}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: {5 * 2**20}\r\n\r\n{{".encode())
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])
+    doc = json.loads(await asyncio.wait_for(reader.readexactly(length), 10))
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 413") and doc["code"] == 8 and "4 MiB" in doc["message"]
     # outside /api the plain pages stay
     status, hdrs, _ = await api.raw("GET", "/no-such-page")
     assert status == 404 and not hdrs["content-type"].startswith("application/json")
