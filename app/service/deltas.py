@@ -10,6 +10,7 @@ sessions x change + sessions), never O(sessions x peers).
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 from app.core.map import builder
@@ -44,9 +45,12 @@ class Flush:
         return self.mapper.intern_users(users)
 
     def framed(self, raw: bytes) -> bytes:
-        msg = self._frames.get(raw)
+        """Identical messages are compressed once per flush; large ones are remembered by a
+        digest, so a flush of 10,000 distinct packet filters does not hold them all as keys."""
+        key = raw if len(raw) <= 1024 else hashlib.blake2b(raw, digest_size=20).digest()
+        msg = self._frames.get(key)
         if msg is None:
-            msg = self._frames[raw] = frame(raw)
+            msg = self._frames[key] = frame(raw)
         return msg
 
     def base_diff(self, old: frozenset[int], new: frozenset[int]) -> tuple[set[int], set[int]]:
