@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_STAMP := /var/tmp/.pyheadscale-apt-installed
 APT_PACKAGES := iproute2 sqlite3 curl postgresql postgresql-client chromium libnss3-tools pebble nginx-light podman buildah runc uidmap fuse-overlayfs slirp4netns containernetworking-plugins debootstrap
 
-.PHONY: venv lock run test test-fast fuzz bench soak soak-load lint apt npm clean
+.PHONY: venv lock run test test-fast fuzz bench soak soak-load soak-model lint apt npm clean
 
 venv: $(STAMP)
 
@@ -82,6 +82,14 @@ soak: venv
 	CRASH_MUTATIONS=$(CRASH_MUTATIONS) CRASH_KILLS=$(CRASH_KILLS) CRASH_SEED=$(CRASH_SEED) \
 	  $(BIN)/python -m tests.crash_campaign
 	$(MAKE) soak-load
+	$(MAKE) soak-model
+
+# Map sessions against a model at MODEL_NODES in-process nodes (tests/service/test_map_model.py;
+# make test runs it at 2,000): every session's accumulated map equals one built from scratch.
+MODEL_NODES ?= 5000
+soak-model: venv
+	MAP_MODEL_NODES=$(MODEL_NODES) MAP_MODEL_SESSIONS=400 MAP_MODEL_TICKS=80 \
+	  $(BIN)/pytest -q -p no:cacheprovider tests/service/test_map_model.py
 
 soak-load: venv
 	$(BIN)/python -m bench.soak --nodes $(SOAK_NODES) --rate $(SOAK_RATE) --minutes $(SOAK_MINUTES) \

@@ -272,6 +272,7 @@ async def test_sessions_match_maps_from_scratch(tmp_path):
             m.check()
         assert len(st.nodes) >= NODES * 0.9 and len(m.sessions) >= SESSIONS // 2
         assert stats.get("policy") and stats.get("route") and stats.get("tags"), stats
-        assert time.monotonic() - t0 < 300
+        if NODES <= 2000:   # the default-suite size stays cheap
+            assert time.monotonic() - t0 < 300
     finally:
         await db.close()
