@@ -45,6 +45,8 @@ class _Scalar:
     def ok(self, v: Any) -> bool:
         if type(v) not in self.types:
             return False
+        if type(v) is str:
+            return "\x00" not in v   # PostgreSQL cannot store it; no real client sends it
         if self.lo is not None and type(v) is int:
             return self.lo <= v <= self.hi   # type: ignore[operator]
         if type(v) is float:
@@ -83,9 +85,9 @@ def _list_of(item: Any) -> Checker:
 
 def _struct(fields: dict[str, Any]) -> Checker:
     canonical = {k.lower(): k for k in fields}
-    # Fields that are one exact type with no range (strings, bools): a single type comparison.
+    # Strings and booleans are checked inline (this runs for every row read).
     exact = {k: next(iter(v.types)) for k, v in fields.items()
-             if v.__class__ is _Scalar and len(v.types) == 1 and v.lo is None}
+             if v.__class__ is _Scalar and v.types in ({bool}, {str})}
 
     def check(v: Any, name: str, dropped: list[str]) -> Any:
         if type(v) is not dict:
@@ -104,7 +106,9 @@ def _struct(fields: dict[str, Any]) -> Checker:
                 out.pop(field, None)
                 continue
             t = exact.get(field)
-            if t is not None:
+            if t is str:
+                good = value if type(value) is str and "\x00" not in value else _DROP
+            elif t is not None:
                 good = value if type(value) is t else _DROP
             elif spec.__class__ is _Scalar:
                 good = value if spec.ok(value) else _DROP

@@ -8,6 +8,7 @@
 * text is valid Unicode: bytes must be UTF-8 (or UTF-16/32, which JSON allows), and a
   ``\\ud800`` escape that is not half of a surrogate pair is refused, so no string that
   cannot be written to SQLite or encoded as UTF-8 gets past the edge;
+* no NUL character in any string (unless the caller asks), which PostgreSQL cannot store;
 * only real JSON numbers: ``NaN``/``Infinity`` and literals that overflow a float
   (``1e999``) are refused; re-encoding them would send invalid JSON to Go clients.
 
@@ -31,6 +32,7 @@ _TOKENS_STR = re.compile(r'"(?:[^"\\]++|\\.)*+"|[\[\]{}]', re.DOTALL)
 # A \uD800-\uDFFF escape: only then is the decoded value walked for lone surrogates.
 _SURROGATE_ESCAPE_STR = re.compile(r"\\u[dD][89a-fA-F]")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_NUL = re.compile("\x00")
 
 
 class JSONError(ValueError):
@@ -78,11 +80,20 @@ def check_depth(data: str, max_depth: int = MAX_DEPTH) -> None:
 
 def has_lone_surrogate(value: Any) -> bool:
     """Whether a decoded JSON value holds a string (or key) that is not valid Unicode text."""
+    return _any_string(value, _LONE_SURROGATE)
+
+
+def has_nul(value: Any) -> bool:
+    """Whether a decoded JSON value holds a string (or key) with a NUL character."""
+    return _any_string(value, _NUL)
+
+
+def _any_string(value: Any, pattern: re.Pattern[str]) -> bool:
     stack = [value]
     while stack:
         v = stack.pop()
         if isinstance(v, str):
-            if _LONE_SURROGATE.search(v):
+            if pattern.search(v):
                 return True
         elif isinstance(v, dict):
             stack.extend(v.keys())
@@ -92,8 +103,12 @@ def has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def loads(data: bytes | bytearray | memoryview | str, *, max_depth: int = MAX_DEPTH) -> Any:
-    """Decode untrusted JSON under the limits above; raises JSONError."""
+def loads(data: bytes | bytearray | memoryview | str, *, max_depth: int = MAX_DEPTH, allow_nul: bool = False) -> Any:
+    """Decode untrusted JSON under the limits above; raises JSONError.
+
+    A NUL character (``\\u0000``) is refused too unless ``allow_nul``: PostgreSQL cannot store
+    it in a text column. Callers that allow it clean the values themselves (app.core.hostinfo).
+    """
     if isinstance(data, (bytes, bytearray, memoryview)):
         raw = bytes(data)
         try:   # what json.loads does with bytes: UTF-8/16/32, surrogates let through (checked below)
@@ -113,6 +128,8 @@ def loads(data: bytes | bytearray | memoryview | str, *, max_depth: int = MAX_DE
         raise JSONError(f"invalid JSON: {exc}") from None
     if _LONE_SURROGATE.search(text) or (_SURROGATE_ESCAPE_STR.search(text) and has_lone_surrogate(value)):
         raise JSONError("JSON text holds invalid Unicode (a lone surrogate)")
+    if not allow_nul and "\\u0000" in text and has_nul(value):
+        raise JSONError("JSON text holds a NUL character (\\u0000)")
     return value
 
 

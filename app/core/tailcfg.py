@@ -125,12 +125,13 @@ def parse_register_request(body: object, dropped: list[str] | None = None) -> di
         raise RequestError("invalid Expiry in register request: expected an RFC 3339 time") from None
     auth = body.get("Auth")
     if auth is not None:
-        if not isinstance(auth, dict) or not isinstance(auth.get("AuthKey") or "", str):
+        auth_key = (auth.get("AuthKey") or "") if isinstance(auth, dict) else None
+        if not isinstance(auth_key, str) or "\x00" in auth_key:
             raise RequestError("invalid Auth in register request")
         auth = dict(auth, AuthKey=auth.get("AuthKey") or "")
     out["Auth"] = auth
     followup = body.get("Followup")
-    if followup is not None and not isinstance(followup, str):
+    if followup is not None and (not isinstance(followup, str) or "\x00" in followup):
         raise RequestError("invalid Followup in register request")
     out["Followup"] = followup or ""
     if body.get("Hostinfo") is not None and not isinstance(body["Hostinfo"], dict):

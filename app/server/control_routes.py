@@ -194,7 +194,8 @@ class ControlRoutes:
 def _json(req: Request) -> dict[str, Any] | None:
     """The body as a JSON object, or None (too deep, not UTF-8, not an object: a 400)."""
     try:
-        obj = jsonsafe.loads(bytes(req.body) or b"{}")
+        # NUL is let through: Hostinfo normalisation drops such strings instead of the request.
+        obj = jsonsafe.loads(bytes(req.body) or b"{}", allow_nul=True)
     except jsonsafe.JSONError:
         return None
     return obj if isinstance(obj, dict) else None

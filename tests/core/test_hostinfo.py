@@ -95,3 +95,9 @@ def test_model_properties_stay_total_for_records_built_otherwise():
         n = Node(id=1, machine_key="", node_key="", hostinfo=hi)
         assert n.home_derp == 0
         assert n.routable_ips in ((), ("10.0.0.0/8",))
+
+
+def test_strings_with_nul_are_dropped():
+    out, dropped = norm({"Hostname": "a\x00b", "OS": "linux", "RequestTags": ["tag:a", "tag:\x00"]})
+    assert out == {"OS": "linux", "RequestTags": ["tag:a"]}
+    assert "Hostname" in dropped and "RequestTags[1]" in dropped

@@ -63,3 +63,11 @@ def test_invalid_json_is_a_json_error(raw):
 def test_json_error_is_a_value_error():
     assert issubclass(JSONError, ValueError)
     assert jsonsafe.valid_text("héllo") and not jsonsafe.valid_text("a\ud800")
+
+
+def test_nul_characters_are_refused_unless_allowed():
+    for raw in (b'"a\\u0000b"', b'{"k": ["\\u0000"]}', b'{"\\u0000": 1}'):
+        with pytest.raises(JSONError, match="NUL"):
+            loads(raw)
+    assert loads(b'{"k": "a\\u0000b"}', allow_nul=True) == {"k": "a\x00b"}
+    assert loads(b'"\\\\u0000"') == "\\u0000"     # an escaped backslash, then text

@@ -39,6 +39,8 @@ def test_zero_and_absent_values_mean_none():
     ({"NodeKey": KEY, "Expiry": "tomorrow"}, "invalid Expiry"),
     ({"NodeKey": KEY, "Auth": "hskey"}, "invalid Auth"), ({"NodeKey": KEY, "Auth": {"AuthKey": 5}}, "invalid Auth"),
     ({"NodeKey": KEY, "Followup": 5}, "invalid Followup"),
+    ({"NodeKey": KEY, "Auth": {"AuthKey": "hskey-auth-\x00"}}, "invalid Auth"),
+    ({"NodeKey": KEY, "Followup": "https://x/register/\x00"}, "invalid Followup"),
     ({"NodeKey": KEY, "Hostinfo": "x"}, "invalid Hostinfo"),
 ])
 def test_wrong_types_are_request_errors(body, message):

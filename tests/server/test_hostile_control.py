@@ -241,3 +241,18 @@ async def test_a_peer_whose_entry_cannot_be_built_is_left_out_of_other_maps(serv
         await s.close()
     for c in (*clients, n):
         await c.close()
+
+
+async def test_text_postgres_cannot_store_is_dropped_not_stored(server):
+    _, key = await user_and_key(server)
+    c = await new_client(server)
+    resp = await c.register(key, hostinfo={"Hostname": "a\x00b", "OS": "linux", "DeviceModel": "\x00"})
+    assert resp["MachineAuthorized"] is True
+    node = next(iter(server.state.nodes.values()))
+    assert node.hostname == "node" and node.hostinfo == {"OS": "linux"}
+    assert await c.lite_update(Hostinfo={"Hostname": "n\x00ul", "OS": "linux"}) == 200
+    assert await c.lite_update(Hostinfo={"Hostname": "fine", "OS": "linux"}) == 200
+    assert server.state.nodes[node.id].hostname == "fine"
+    resp = await c.register(key, Auth={"AuthKey": "hskey-auth-\x00"})
+    assert "invalid Auth" in resp["Error"]
+    await c.close()
