@@ -214,7 +214,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "ack_max": max(lat, default=float("nan")),
                         "churned": sum(g["churned"] for g in done), "churn_failed": sum(g["churn_failed"] for g in done),
                         "renames": renames, "renames_failed": rename_failed,
-                        "statuses": {str(k): v for g in done for k, v in g["statuses"].items()}}
+                        "statuses": {str(k): v for g in done for k, v in g["statuses"].items()},
+                        "skipped": sum(g["skipped"] for g in done), "in_flight_max": max(g["in_flight_max"] for g in done)}
         r["changes"]["rate"] = r["changes"]["acked"] / max(1e-9, args.seconds)
 
         # 3. quiescence: every observer's view equals the final state
@@ -326,7 +327,7 @@ def report(r: dict[str, Any], bad: list[str]) -> None:
           f"({r['streams']['connected']} connected, {r['connected_end']} at the end)")
     print(f"changes: {c['acked']} acknowledged of {c['fired']} fired ({c['failed']} failed) = {c['rate']:.1f}/s; "
           f"lite update answered p50 {c['ack_p50'] * 1000:.1f} ms, p99 {c['ack_p99'] * 1000:.1f} ms, "
-          f"max {c['ack_max'] * 1000:.1f} ms; {c['renames']} renames ({c['renames_failed']} failed); "
+          f"max {c['ack_max'] * 1000:.1f} ms, at most {c['in_flight_max']} in flight; {c['renames']} renames ({c['renames_failed']} failed); "
           f"{c['churned']} sessions churned ({c['churn_failed']} failed)")
     print(f"deltas: {dl['observers']} observers x {dl['peers']} peers checked: {dl['lost']} lost "
           f"(converged {dl['converged_after']:.1f} s after the last change; {dl['anomalies']} patches for unknown "

@@ -61,6 +61,7 @@ class SoakWorker:
         self.seq = 0
         self.last: dict[int, str] = {}    # index -> last acknowledged marker
         self.uncertain: dict[int, list[str]] = {}
+        self.skipped = self.in_flight_max = 0
         self.fired = self.acked = self.failed = self.churned = self.churn_failed = 0
         self.latencies: list[float] = []
         self.statuses: dict[int, int] = {}    # answers other than 200 to lite updates
@@ -236,14 +237,19 @@ class SoakWorker:
             due_churn = int((now - t0) * churn_rate) - churned_at
             for _ in range(max(0, due_fire)):
                 fired_at += 1
-                n = self.nodes[rnd.choice(order)]
-                if n.index in self.busy:
-                    continue        # one update per node at a time: the order of acks is the order of changes
+                # one update per node at a time (the order of acks is the order of changes): a
+                # busy node gives its turn to another
+                n = next((m for m in (self.nodes[rnd.choice(order)] for _ in range(20)) if m.index not in self.busy),
+                         None)
+                if n is None:
+                    self.skipped += 1
+                    continue
                 self.busy.add(n.index)
                 k = self.seq * self.nworkers + self.wid
                 self.seq += 1
                 self.fired += 1
                 self._spawn(self._fire(n, marker_of(k)))
+                self.in_flight_max = max(self.in_flight_max, len(self.busy))
             for _ in range(max(0, due_churn)):
                 churned_at += 1
                 n = self.nodes[rnd.choice(order)]
@@ -263,7 +269,8 @@ class SoakWorker:
             await asyncio.gather(*list(self.pending), return_exceptions=True)
         return {"last": self.last, "uncertain": self.uncertain, "fired": self.fired, "acked": self.acked,
                 "failed": self.failed, "churned": self.churned, "churn_failed": self.churn_failed,
-                "latencies": self.latencies, "statuses": self.statuses}
+                "latencies": self.latencies, "statuses": self.statuses,
+                "skipped": self.skipped, "in_flight_max": self.in_flight_max}
 
     async def cmd_check(self, expected: dict[int, list[Any]], uncertain: dict[int, list[str]]) -> dict[str, Any]:
         """Compare every observer's view with ``expected`` (node ID -> [endpoint, name, node key])."""
