@@ -159,14 +159,18 @@ async def build(cfg: Any, db: Any = None) -> Services:
     state.derp_map = await asyncio.get_running_loop().run_in_executor(None, load_derp_map, cfg)
     policy = PolicyService(state, cfg.policy.mode, cfg.policy.path or "")
     try:
-        await policy.load()
-    except (Invalid, OSError, UnicodeDecodeError) as exc:
-        # One line, never a traceback: what is wrong and where (the problems joined).
-        where = f"policy file {cfg.policy.path}" if cfg.policy.mode == "file" else "stored policy"
-        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise SystemExit(f"error: {where}: {'; '.join(text.splitlines())} (fix it, or check it "
-                         "with `headscale configtest`)") from None
-    extra_records = _extra_records(state, cfg)
+        try:
+            await policy.load()
+        except (Invalid, OSError, UnicodeDecodeError) as exc:
+            # One line, never a traceback: what is wrong and where (the problems joined).
+            where = f"policy file {cfg.policy.path}" if cfg.policy.mode == "file" else "stored policy"
+            text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise SystemExit(f"error: {where}: {'; '.join(text.splitlines())} (fix it, or check it "
+                             "with `headscale configtest`)") from None
+        extra_records = _extra_records(state, cfg)
+    except SystemExit:
+        await db.close()   # its worker thread would keep the process from exiting
+        raise
     mapper = Mapper(state)
     batcher = Batcher(state, mapper, float(cfg.tuning.batch_change_delay), on_sent=lambda kind: None)
     batcher.queue_limit = int(cfg.tuning.node_mapsession_buffered_chan_size)

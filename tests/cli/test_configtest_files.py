@@ -98,3 +98,22 @@ def test_migrate_prints_todays_keys_which_load_without_warnings(tmp_path):
     cfg = load_config(str(new), {})
     assert cfg.warnings == () and cfg.prefixes.v4 == "100.64.0.0/10"
     assert cfg == load_config(str(p), {})
+
+
+def test_serve_with_a_bad_policy_file_is_one_error_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pol = tmp_path / "acl.yaml"
+    pol.write_text("acls:\n  - action: accept\n    src: [group:nope]\n    dst: ['*:*']\n")
+    p = tmp_path / "config.yaml"
+    p.write_text(BASE + f"policy:\n  path: {pol}\nlisten_addr: 127.0.0.1:0\nmetrics_listen_addr: ''\n"
+                 f"unix_socket: {tmp_path / 's.sock'}\nnoise:\n  private_key_path: {tmp_path / 'n.key'}\n"
+                 f"database:\n  sqlite:\n    path: {tmp_path / 'db.sqlite'}\nderp:\n  urls: []\n")
+    headscale = str(Path(sys.executable).parent / "headscale")
+    r = subprocess.run([headscale, "serve", "-c", str(p)], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 1
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith(f"error: policy file {pol}: ") and 'group not defined in policy: "group:nope"' in lines[0]
