@@ -117,3 +117,17 @@ def test_serve_with_a_bad_policy_file_is_one_error_line(tmp_path):
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert lines[0].startswith(f"error: policy file {pol}: ") and 'group not defined in policy: "group:nope"' in lines[0]
+
+
+def test_policy_set_sends_a_yaml_policy_as_json(run, api, tmp_path):
+    f = tmp_path / "acl.yaml"
+    f.write_text("acls:\n  - action: accept\n    src: [default]\n    dst: ['*:*']\n")
+    api.reply("PUT", "/api/v1/policy", {"policy": "{}", "updatedAt": "2026-07-01T00:00:00Z"})
+    assert run("policy", "set", "-f", str(f)).code == 0
+    import json
+
+    assert json.loads(api.last.body["policy"]) == {
+        "acls": [{"action": "accept", "src": ["default"], "dst": ["*:*"]}]}
+    f.write_text("acls: [unclosed\n")
+    r = run("policy", "set", "-f", str(f))
+    assert r.code == 1 and "invalid YAML at line" in r.err

@@ -8,6 +8,7 @@ from typing import Any
 from app.cli import hooks
 from app.cli.client import CliError
 from app.cli.commands.common import add_parser, group
+from app.core.policy.legacy import is_yaml_name, yaml_to_json
 
 BYPASS = "bypass-server-and-access-database-directly"
 BYPASS_OLD = "bypass-grpc-and-access-database-directly"  # headscale 0.29's name
@@ -43,11 +44,17 @@ def _bypass(p: argparse.ArgumentParser) -> None:
 def _read(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
-            return f.read()
+            text = f.read()
     except OSError as e:
         raise CliError(f"reading policy file: {path}: {e.strerror}") from None
     except UnicodeDecodeError:
         raise CliError(f"reading policy file: {path}: not UTF-8 text") from None
+    if is_yaml_name(path):   # headscale 0.22 policies could be YAML; send them as JSON
+        try:
+            return yaml_to_json(text)
+        except ValueError as e:
+            raise CliError(f"reading policy file: {path}: {e}") from None
+    return text
 
 
 def _offline(ctx: Any, action: str, text: str | None) -> str:
