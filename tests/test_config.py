@@ -665,3 +665,14 @@ def test_dev_config(tmp_path, monkeypatch):
     assert cfg.policy.mode == "database"
     assert cfg.dns.magic_dns is True and cfg.dns.base_domain
     assert dev_config(d, overrides={"listen_addr": "127.0.0.1:0"}).listen_addr == "127.0.0.1:0"
+
+
+def test_legacy_dns_semantics_of_headscale_0_22(tmp_path):
+    # dns_config without magic_dns: MagicDNS stayed off then.
+    cfg = load(tmp_path, {"dns_config": {"nameservers": ["1.1.1.1"], "base_domain": "old.example"}})
+    assert cfg.dns.magic_dns is False and cfg.dns.nameservers.global_ == ("1.1.1.1",)
+    assert any("MagicDNS stays off as in headscale 0.22" in w for w in cfg.warnings)
+    # a 0.22-style file with no DNS section at all: nodes got no DNS settings.
+    cfg = load(tmp_path, {"ip_prefixes": ["100.64.0.0/10"], "db_path": "/tmp/x.sqlite"})
+    assert cfg.dns.magic_dns is False and cfg.dns.override_local_dns is False
+    assert any("no dns section" in w for w in cfg.warnings)
