@@ -414,8 +414,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("tuning.derp_login_timeout", Duration(), "10s",
       "Time a DERP connection has from the upgrade to an accepted ClientInfo.", check=_positive),
     S("tuning.noise_max_streams", Int(), 100,
-      "Concurrent HTTP/2 streams one Noise connection may open (more are refused with "
-      "REFUSED_STREAM). Request bodies are capped at 1 MiB per stream and 2 MiB per connection.",
+      "Concurrent HTTP/2 streams one Noise connection may open (a client opening more is "
+      "disconnected). Request bodies are capped at 1 MiB per stream and 2 MiB per connection.",
       check=_positive),
     S("tuning.max_connections_per_source", Int(), 256,
       "Open connections one source address may hold (all kinds together); more are closed at "

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import h2.config
 import h2.connection
-import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -27,7 +26,8 @@ log = logging.getLogger("headscale.h2")
 # Received request bytes are acknowledged (flow-control credit returned) only when the request
 # is handed to its handler or dropped, so the connection window bounds what one connection can
 # make us buffer: a peer that sends more than it was given breaks the protocol and is closed.
-MAX_STREAMS = 100                  # concurrent streams; more are refused (REFUSED_STREAM)
+MAX_STREAMS = 100                  # concurrent streams; h2 enforces it from the start
+                                   # (a peer opening more breaks the protocol: closed)
 MAX_BODY = 1 << 20                 # per request body, as headscale; more gets 413
 STREAM_WINDOW = MAX_BODY + 16384   # room to notice a body over MAX_BODY and answer 413
 CONN_WINDOW = 2 << 20              # unfinished request bytes per connection
@@ -119,11 +119,6 @@ class H2Server:
             if isinstance(ev, (h2.events.RequestReceived, h2.events.DataReceived)):
                 self.last_activity = self._clock()
             if isinstance(ev, h2.events.RequestReceived):
-                if len(self.requests) + len(self.tasks) >= self.max_streams:
-                    # h2 enforces the limit it advertised too; this also covers a peer that
-                    # never acknowledged our SETTINGS.
-                    self.conn.reset_stream(ev.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
-                    continue
                 try:
                     hdrs = {bytes(k).decode(): bytes(v).decode() for k, v in ev.headers}
                 except UnicodeDecodeError:

@@ -195,3 +195,22 @@ def test_a_flood_from_one_address_near_the_descriptor_limit_starves_no_one(tmp_p
         for s in held:
             s.close()
         srv.stop()
+
+
+async def test_a_client_ignoring_the_stream_limit_is_disconnected(limited):
+    import collections
+
+    import h2.settings
+
+    c = await new_client(limited)
+    await asyncio.sleep(0.3)
+    # Pretend the server allowed 1,000 streams (what a hostile client does).
+    c.conn.remote_settings._settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = collections.deque([1000])
+    for _ in range(11):
+        sid = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(sid, [(":method", "POST"), (":path", "/machine/map"),
+                                  (":scheme", "https"), (":authority", "x")])
+    c._flush()
+    await c.writer.drain()
+    await asyncio.wait_for(c.closed.wait(), 5)
+    assert await _wait_for(lambda: limited.ts2021.connections == 0, 2)
