@@ -73,7 +73,7 @@ async def api_get(services, path: str) -> tuple[int, dict]:
     return int(head.split(b" ")[1]), json.loads(body)
 
 
-async def test_bad_hostinfo_is_dropped_and_every_map_still_builds(server):
+async def test_bad_hostinfo_is_dropped_and_every_map_still_builds(server, caplog):
     _, key = await user_and_key(server)
     a = await new_client(server)
     assert (await a.register(key, hostinfo={"Hostname": "good"}))["MachineAuthorized"]
@@ -97,6 +97,9 @@ async def test_bad_hostinfo_is_dropped_and_every_map_still_builds(server):
         for field in ("NetInfo", "Services", "RoutableIPs", "RequestTags"):
             assert field not in hi or field not in stored or isinstance(stored[field], (dict, list))
         await c.close()
+    # One log line per request that carried something unusable (register + map request each).
+    assert caplog.text.count("dropped unusable fields") == 2 * len(BAD_HOSTINFOS)
+    assert "Traceback" not in caplog.text
     # The good node's stream survived every one of them and learnt about each.
     await sa.wait(lambda m: any(p["ID"] == bad_ids[-1] for p in m.get("PeersChanged", [])))
     assert not sa.task.done()
