@@ -89,8 +89,11 @@ class Edge:
         self.servers: list[asyncio.AbstractServer] = []
 
     async def listen_tcp(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> asyncio.AbstractServer:
+        # The TLS handshake happens before _on_connection counts the connection: it gets the
+        # head timeout too (asyncio's default is 60 s).
+        extra = {"ssl_handshake_timeout": self.head_timeout} if tls is not None else {}
         server = await asyncio.start_server(self._on_connection, host, port, ssl=tls, limit=MAX_HEAD * 4,
-                                            reuse_address=True)
+                                            reuse_address=True, **extra)
         self.servers.append(server)
         return server
 

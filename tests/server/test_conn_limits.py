@@ -214,3 +214,22 @@ async def test_a_client_ignoring_the_stream_limit_is_disconnected(limited):
     await c.writer.drain()
     await asyncio.wait_for(c.closed.wait(), 5)
     assert await _wait_for(lambda: limited.ts2021.connections == 0, 2)
+
+
+async def test_a_tls_handshake_that_never_comes_is_cut_at_the_head_timeout(tmp_path):
+    from tests.e2e.certs import make_ca_and_cert
+
+    _, cert, key = make_ca_and_cert(tmp_path / "tls", "127.0.0.1")
+    cfg = dev_config(str(tmp_path), overrides={
+        "listen_addr": "127.0.0.1:0", "metrics_listen_addr": "", "server_url": "https://127.0.0.1:8443",
+        "tls_cert_path": str(cert), "tls_key_path": str(key), "tuning.request_head_timeout": "1s"})
+    services = await build(cfg)
+    await start(services)
+    try:
+        reader, writer = await asyncio.open_connection(*services.addresses["listen"])
+        t0 = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 10) == b""   # not a byte of ClientHello
+        assert time.monotonic() - t0 < 4      # asyncio's own default would be 60 s
+        writer.close()
+    finally:
+        await stop(services)
