@@ -296,15 +296,7 @@ def test_every_headscale_key_is_classified():
     assert sorted(k for k in EXAMPLE_KEYS if k in active and k not in TABLE) == []
 
 
-def _owned_elsewhere(key: str):
-    """Keys whose behaviour another change set owns: listed, expected to fail until it lands."""
-    if key == "database.debug" and "sql_debug" not in (ROOT / "app/server/database.py").read_text():
-        return pytest.mark.xfail(reason="database.debug: SQL logging is being wired by the store work")
-    return ()
-
-
-@pytest.mark.parametrize("key", [pytest.param(k, marks=_owned_elsewhere(k))
-                                 for k, r in TABLE.items() if isinstance(r, Effect)])
+@pytest.mark.parametrize("key", [k for k, r in TABLE.items() if isinstance(r, Effect)])
 async def test_key_takes_effect(key, tmp_path):
     if key not in {s.name for s in ACTIVE}:
         pytest.fail(f"{key} is in the table but not in the settings table")
