@@ -371,6 +371,10 @@ SETTINGS: tuple[Setting, ...] = (
       "Serve the web console at /admin on listen_addr (machines, users, keys, policy, pending "
       "logins and SSH checks, DERP and metrics). Sign in with an API key (`headscale apikeys "
       "create`). Not a headscale key."),
+    S("console.oidc_admins", StrList(), [],
+      "With OIDC (oidc.issuer): who may also sign in to the console with OIDC: e-mail addresses "
+      "(verified), usernames, or group:<name>. oidc.allowed_* apply too. Empty: API keys only. "
+      "Not a headscale key."),
     # --- tuning -------------------------------------------------------------------------------
     S("tuning.register_cache_max_entries", Int(), 1024,
       "Maximum pending interactive registrations (oldest evicted first).",

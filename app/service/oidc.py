@@ -63,6 +63,7 @@ class Login:
     verifier: str | None
     created: float
     used: bool = False
+    console: bool = False        # a web-console sign-in (no machine, no SSH check)
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Signed:
     registration: bool
     confirmation: Confirmation | None = None
     cookies: list[Cookie] = field(default_factory=list)
+    console: bool = False        # an administrator signing in to the web console
 
 
 @dataclass
@@ -105,8 +107,10 @@ class OIDCPolicy:
 
 class OIDCLogin:
     def __init__(self, provider: OIDCProvider, policy: OIDCPolicy, state, registrar, ssh_checks,
-                 *, clock=time.time) -> None:
+                 *, clock=time.time, console_admins: list[str] | None = None) -> None:
         self.provider = provider
+        # console.oidc_admins: e-mail addresses, usernames or group:<name> (web console sign-in)
+        self.console_admins = [a.strip() for a in console_admins or [] if a.strip()]
         self.policy = policy
         self.state = state
         self.registrar = registrar
@@ -137,12 +141,17 @@ class OIDCLogin:
 
     # ---- 1. begin ----------------------------------------------------------------------------
 
-    def begin(self, auth_id: str, *, registration: bool) -> tuple[str, list[Cookie]]:
+    def begin(self, auth_id: str, *, registration: bool, console: bool = False) -> tuple[str, list[Cookie]]:
         """(provider URL to redirect to, cookies to set). FlowError when the id is unknown or
-        the provider has not answered discovery."""
-        known = self.pending_registration(auth_id) if registration else self._pending_check(auth_id)
-        if known is None:
-            raise FlowError("unknown_request", "unknown or expired auth id", 404)
+        the provider has not answered discovery. ``console``: an administrator signing in to the
+        web console (no auth id; only when console.oidc_admins lists someone)."""
+        if console:
+            if not self.console_admins:
+                raise FlowError("unavailable", "console.oidc_admins is empty", 404)
+        else:
+            known = self.pending_registration(auth_id) if registration else self._pending_check(auth_id)
+            if known is None:
+                raise FlowError("unknown_request", "unknown or expired auth id", 404)
         if not self.provider.available:
             raise FlowError("unavailable", self.provider.last_error or "provider not discovered", 503)
         self._gc()
@@ -153,7 +162,7 @@ class OIDCLogin:
             url = self.provider.authorization_url(state=state, nonce=nonce, challenge=challenge)
         except Unavailable as exc:
             raise FlowError("unavailable", str(exc), 503) from None
-        self.logins[state] = Login(state, nonce, auth_id, registration, verifier, self.clock())
+        self.logins[state] = Login(state, nonce, auth_id, registration, verifier, self.clock(), console=console)
         cookies = [Cookie(flow.cookie_name(kind, value), value, "/oidc/callback", COOKIE_MAX_AGE)
                    for kind, value in (("state", state), ("nonce", nonce))]
         return url, cookies
@@ -183,7 +192,7 @@ class OIDCLogin:
         login.used = True   # before any await: a second request with the same state is a replay
         if login.registration and self.pending_registration(login.auth_id) is None:
             raise FlowError("unknown_request", "the machine's login request expired", 410)
-        if not login.registration and self._pending_check(login.auth_id) is None:
+        if not login.registration and not login.console and self._pending_check(login.auth_id) is None:
             raise FlowError("unknown_request", "the SSH check expired", 410)
         try:
             resp = await self.provider.exchange(code, login.verifier)
@@ -216,6 +225,8 @@ class OIDCLogin:
                                   allowed_users=p.allowed_users, email_verified_required=p.email_verified_required)
         except oidc_claims.Denied as exc:
             raise FlowError(f"denied_{exc.reason}", f"{oidc_claims.identifier(claims)}: {exc}", 403) from None
+        if login.console:
+            return self._console_admin(claims)
         fields = oidc_claims.user_fields(claims, email_verified_required=p.email_verified_required)
         try:
             user = await save_user(self.state, fields)
@@ -232,6 +243,17 @@ class OIDCLogin:
         self.confirmations[login.auth_id] = conf
         cookie = Cookie(CONFIRM_COOKIE, conf.csrf, f"/register/confirm/{login.auth_id}", LOGIN_TTL, "Strict")
         return Signed(user, login.auth_id, True, conf, [cookie])
+
+    def _console_admin(self, claims) -> Signed:
+        """A console sign-in is let in only when console.oidc_admins names the account; it
+        creates no tailnet user (the returned User is not stored)."""
+        email = (claims.email if claims.email_verified or not self.policy.email_verified_required else "").lower()
+        names = {a.lower() for a in self.console_admins}
+        if not ((email and email in names) or (claims.username and claims.username.lower() in names)
+                or any(f"group:{g}".lower() in names for g in claims.groups)):
+            raise FlowError("denied_console", f"{oidc_claims.identifier(claims)} is not in console.oidc_admins", 403)
+        shown = User(0, claims.username or email or claims.sub, display_name=claims.name, email=email)
+        return Signed(shown, "", False, console=True)
 
     def _approve_ssh(self, auth_id: str, user: User) -> Signed:
         req = self._pending_check(auth_id)

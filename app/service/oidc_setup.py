@@ -41,7 +41,8 @@ def login_from_config(cfg: Any, provider: OIDCProvider, state, registrar, ssh_ch
         email_verified_required=bool(o.email_verified_required),
         use_expiry_from_token=bool(o.use_expiry_from_token),
     )
-    return OIDCLogin(provider, policy, state, registrar, ssh_checks)
+    return OIDCLogin(provider, policy, state, registrar, ssh_checks,
+                     console_admins=list(cfg.get("console.oidc_admins") or []))
 
 
 async def discover_at_start(provider: OIDCProvider, only_start_if_available: bool) -> asyncio.Task | None:

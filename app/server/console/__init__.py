@@ -22,7 +22,7 @@ from app.store.errors import StoreError
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-PUBLIC = ("console.login", "console.static")
+PUBLIC = ("console.login", "console.static", "console.oidc_start")
 
 
 class Console:
@@ -54,11 +54,37 @@ class Console:
     def back(self, endpoint_url: str) -> Response:
         return redirect(endpoint_url, code=303)
 
+    def oidc_offered(self) -> bool:
+        oidc = getattr(self.services, "oidc", None)
+        return oidc is not None and bool(getattr(oidc, "console_admins", None))
+
+    def signed_in(self, who: str, *, api_key_id: int | None = None, key_expires=None) -> Response:
+        """A new session (the old one of this browser ends) and the way into the console. After
+        an OIDC round trip (no API key) the browser arrived from the provider's site, and a
+        SameSite=Strict cookie is not sent on redirects of that navigation: a page of ours
+        moves on instead (meta refresh), which makes the next request same-site."""
+        self.sessions.end(request.cookies.get(self.sessions.cookie))
+        s = self.sessions.create(who, api_key_id=api_key_id, key_expires=key_expires, now=self.state.now())
+        if api_key_id is None:
+            resp = Response(
+                '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+                '<meta http-equiv="refresh" content="0;url=/admin/machines"><title>Signed in</title>'
+                '<link rel="stylesheet" href="/admin/static/console.css"></head><body><main>'
+                '<p>Signed in. <a href="/admin/machines">Continue to the console</a>.</p></main></body></html>',
+                content_type="text/html; charset=utf-8")
+            resp.headers["Content-Security-Policy"] = CSP
+            resp.headers["Cache-Control"] = "no-store"
+        else:
+            resp = redirect("/admin/machines", code=303)
+        resp.set_cookie(**self.sessions.cookie_args(s.sid))
+        return resp
+
 
 def console_blueprint(services: Any) -> Blueprint:
     bp = Blueprint("console", __name__, url_prefix="/admin", template_folder="templates",
                    static_folder="static", static_url_path="/static")
     c = Console(services)
+    services.console = c      # the OIDC callback (app.server.pages) signs administrators in here
 
     @bp.before_request
     async def guard():
@@ -111,15 +137,28 @@ def console_blueprint(services: Any) -> Blueprint:
                 error = "That API key is not valid (wrong, expired or deleted). Create one with " \
                         "`headscale apikeys create` and paste it here."
             else:
-                old = request.cookies.get(c.sessions.cookie)
-                c.sessions.end(old)
-                s = c.sessions.create(f"API key {k.masked.rstrip('*-')}…", api_key_id=k.id,
-                                      key_expires=k.expiration if k.expiration and k.expiration.year > 1 else None,
-                                      now=now)
-                resp = redirect("/admin/machines", code=303)
-                resp.set_cookie(**c.sessions.cookie_args(s.sid))
-                return resp
-        return await c.render("login.html", status=401 if error else 200, error=error)
+                return c.signed_in(f"API key {k.masked.rstrip('*-')}…", api_key_id=k.id,
+                                   key_expires=k.expiration if k.expiration and k.expiration.year > 1 else None)
+        return await c.render("login.html", status=401 if error else 200, error=error, oidc=c.oidc_offered())
+
+    @bp.get("/oidc")
+    async def oidc_start():
+        """Administrators sign in with OIDC (console.oidc_admins); back through /oidc/callback."""
+        from app.service.oidc import FlowError
+
+        if not c.oidc_offered():
+            return Response("OIDC sign-in to the console is not configured (oidc.issuer and "
+                            "console.oidc_admins)", status=404, content_type="text/plain")
+        try:
+            url, cookies = services.oidc.begin("", registration=False, console=True)
+        except FlowError as exc:
+            return Response(f"sign-in is unavailable: {exc.reason}; try again in a minute", status=exc.status,
+                            content_type="text/plain")
+        resp = redirect(url, code=302)
+        for ck in cookies:
+            resp.set_cookie(ck.name, ck.value, max_age=ck.max_age, path=ck.path, secure=c.sessions.secure,
+                            httponly=True, samesite=ck.samesite)
+        return resp
 
     @bp.post("/logout")
     async def logout():

@@ -138,6 +138,11 @@ def pages_blueprint() -> Blueprint:
             signed = await oidc.callback(args, dict(request.cookies))
         except FlowError as exc:
             return error_page(exc.reason, exc.status, exc.detail)
+        if signed.console:
+            console = getattr(_svc(), "console", None)
+            if console is None:
+                return error_page("unavailable", 404, "the web console is off (console.enabled)")
+            return console.signed_in(f"{_who(signed.user)}, OIDC")
         user = _who(signed.user)
         if not signed.registration:
             return page("success.html", title="SSH session authorized", heading="SSH session authorized",

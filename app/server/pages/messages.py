@@ -56,6 +56,9 @@ FAILURES: dict[str, tuple[str, str, str]] = {
     "not_owner": ("Only the machine's owner can approve this",
                   "You signed in as someone who does not own the machine that started this SSH session.",
                   "Sign in as the owner of that machine, or ask them to approve it."),
+    "denied_console": ("Your account may not use the console",
+                       "The web console admits only the accounts listed as its administrators.",
+                       "Sign in with an administrator account, or ask to be added to console.oidc_admins."),
     "csrf": ("This confirmation could not be verified",
              "The confirmation form does not belong to this browser's sign-in.", START_AGAIN),
 }
