@@ -244,3 +244,37 @@ async def test_overview_and_live_state(server):
 async def test_assets_come_from_the_package(server, asset):
     status, _hdrs, body = await Browser(server).get(f"/admin/static/{asset}")
     assert status == 200 and body
+
+
+async def test_machine_tags_routes_expire_delete(server):
+    from tests.server.conftest import new_client
+
+    st = server.state
+    user = await st.create_user("erin")
+    _, full = await st.create_preauth_key(user.id, reusable=False, ephemeral=False, expiration=None, tags=[])
+    await st.load_policy('{"tagOwners": {"tag:srv": ["erin@"]}, "acls": [{"action": "accept", "src": ["*"], '
+                         '"dst": ["*:*"]}]}')
+    c = await new_client(server)
+    await c.register(full, hostinfo={"Hostname": "gw<b>x</b>", "RoutableIPs": ["10.7.0.0/24", "0.0.0.0/0", "::/0"]})
+    nid = next(iter(st.nodes))
+    b = await signed_in(server)
+    _, _, page = await b.get(f"/admin/machines/{nid}")
+    assert "gw<b>" not in page and "10.7.0.0/24" in page and "Exit node" in page
+    token = await b.csrf(f"/admin/machines/{nid}")
+    await b.post(f"/admin/machines/{nid}/routes", {"route": ["10.7.0.0/24"], "exit": "on", "csrf": token})
+    assert set(st.nodes[nid].approved_routes) == {"10.7.0.0/24", "0.0.0.0/0", "::/0"}
+    await b.post(f"/admin/machines/{nid}/routes", {"route": ["10.7.0.0/24"], "csrf": token})
+    assert set(st.nodes[nid].approved_routes) == {"10.7.0.0/24"}
+    await b.post(f"/admin/machines/{nid}/tags", {"tags": "tag:srv, notatag", "csrf": token})
+    assert st.nodes[nid].tags == ()                          # one bad tag: nothing changes
+    await b.post(f"/admin/machines/{nid}/tags", {"tags": "tag:srv", "csrf": token})
+    assert st.nodes[nid].tags == ("tag:srv",)
+    _, _, page = await b.get("/admin/machines")
+    assert "tag:srv" in page
+    await b.post(f"/admin/machines/{nid}/expire", {"csrf": token})
+    assert st.nodes[nid].is_expired(st.now())
+    await b.post(f"/admin/machines/{nid}/delete", {"csrf": token})
+    assert nid not in st.nodes
+    status, hdrs, _ = await b.get(f"/admin/machines/{nid}")
+    assert status == 303 and "does not exist" in (await b.get(hdrs["location"]))[2]
+    await c.close()
