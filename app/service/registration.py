@@ -294,6 +294,9 @@ class Registrar:
             raise NotFound(f"no pending registration with id {auth_id!r} (expired or unknown)")
         async with st.lock:
             existing = next((n for n in st.nodes_of_machine(pending.machine_key) if n.user_id == user.id), None)
+            wanted = tuple(sorted(set(pending.hostinfo.get("RequestTags") or ())))
+            if existing is None and wanted:   # a tagged node of this machine logging in again
+                existing = next((n for n in st.nodes_of_machine(pending.machine_key) if n.tags == wanted), None)
             hostname = str(pending.hostinfo.get("Hostname") or "node")
             tags = self._requested_tags(pending, existing, user)
             expiry = expiry if expiry is not None else self._node_expiry(pending.expiry, tagged=bool(tags))
@@ -320,16 +323,17 @@ class Registrar:
 
     def _requested_tags(self, pending: Pending, existing: Node | None, user: User) -> tuple[str, ...]:
         """``tailscale up --advertise-tags`` on an interactive login (Hostinfo.RequestTags), as
-        headscale 0.28: every tag must be one the policy's tagOwners let this user (or the
-        node's current tags) own, else the login is refused, naming the tags. None requested:
-        the node keeps what it has."""
+        headscale 0.28: every tag must be one the policy's tagOwners let this user own, else
+        the login is refused, naming the tags. None requested: the node keeps what it has."""
         from app.service.errors import Invalid
 
         requested = sorted(set(pending.hostinfo.get("RequestTags") or ()))
         if not requested:
             return ()
-        probe = existing or Node(id=0, machine_key=pending.machine_key, node_key=pending.node_key,
-                                 hostname=str(pending.hostinfo.get("Hostname") or "node"), user_id=user.id)
+        # Judged as a node of the user who logs in: the user (or a group of theirs) must own
+        # every tag, whatever tags a node of this machine had before.
+        probe = Node(id=0, machine_key=pending.machine_key, node_key=pending.node_key,
+                     hostname=str(pending.hostinfo.get("Hostname") or "node"), user_id=user.id)
         rejected = [t for t in requested if not self.state.policy.node_can_have_tag(probe, t)]
         if rejected:
             reason = _tags_refused(rejected)

@@ -41,6 +41,15 @@ async def test_owned_tags_are_applied_at_an_interactive_login(server):
     m = await s.wait(lambda m: "Node" in m)
     assert sorted(m["Node"]["Tags"]) == ["tag:ci", "tag:prod"]
     await s.close()
+    # The same machine logging in again (new node key) with the same tags keeps its node.
+    c2 = await new_client(server, machine_private=c.machine_private)
+    hostinfo = {"Hostname": "builder", "RequestTags": ["tag:ci", "tag:prod"]}
+    url = (await c2.register(None, hostinfo=hostinfo))["AuthURL"]
+    follow = asyncio.create_task(c2.register(None, hostinfo=hostinfo, Followup=url))
+    await asyncio.sleep(0.05)
+    again = await server.registrar.complete(url.rsplit("/", 1)[1], carol)
+    await asyncio.wait_for(follow, 5)
+    assert again.id == node.id and len(server.state.nodes) == 1
 
 
 async def test_unowned_tags_refuse_the_login_with_the_reason(server):
