@@ -100,6 +100,16 @@ def control_requests() -> list[bytes]:
             json.dumps(register).encode()]
 
 
+def stored_node() -> list[bytes]:
+    hostinfo = json.dumps({"Hostname": "n", "OS": "linux", "NetInfo": {"PreferredDERP": 999},
+                           "RoutableIPs": ["10.0.0.0/24", "0.0.0.0/0"], "RequestTags": ["tag:x"]})
+    good = [json.dumps(["192.0.2.1:41641"]), hostinfo, "100.64.0.1", "fd7a:115c:a1e0::1", json.dumps(["tag:x"]),
+            json.dumps(["10.0.0.0/24"]), "2030-01-01 00:00:00+00:00"]
+    bad = ['["x", 5, {"a": 1}]', '{"NetInfo": "x", "RoutableIPs": [{"a": 1}], "Hostname": 5}', "999.1.1.1", "::zz",
+           '"tag"', "[[[]]]", "not a time"]
+    return ["\x00".join(good).encode(), "\x00".join(bad).encode()]
+
+
 def _policies(limit: int = 40) -> list[bytes]:
     files = sorted((SHARED / "policy-golden").rglob("*.json"), key=lambda p: p.stat().st_size)[:limit]
     out = []
@@ -181,7 +191,7 @@ def websocket_frames() -> list[bytes]:
 
 
 SEEDS = {f.__name__: f for f in (noise_handshake, noise_transport, noise_early, derp_frames, derp_client_info,
-                                  derp_relay, stun, control_requests, hujson, policy, config, h2,
+                                  derp_relay, stun, control_requests, stored_node, hujson, policy, config, h2,
                                   tls_client_hello_alpn, websocket_frames)}
 
 

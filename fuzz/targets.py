@@ -173,18 +173,48 @@ def _stun():
     return one_input, ()
 
 
-@target("control_requests", "RegisterRequest / MapRequest JSON as the control routes decode it")
+@target("control_requests", "RegisterRequest / MapRequest bodies as the control routes decode them")
 def _control_requests():
-    from app.core import tailcfg
+    from app.core import jsonsafe, tailcfg
 
     def one_input(data: bytes) -> None:
         try:
-            body = json.loads(data)
-        except (ValueError, RecursionError):
-            return  # the JSON decoder's own refusal; the routes answer 400 (tests/server)
-        tailcfg.parse_map_request(body)
+            body = jsonsafe.loads(data, allow_nul=True)
+        except jsonsafe.JSONError:
+            return  # answered 400 by the routes (tests/server/test_hostile_control.py)
+        for parse in (tailcfg.parse_map_request, tailcfg.parse_register_request):
+            try:
+                out = parse(body, [])
+            except tailcfg.RequestError:
+                continue
+            json.dumps(out)  # what is kept must be plain JSON again
 
-    return one_input, (tailcfg.RequestError,)
+    return one_input, ()
+
+
+@target("stored_node", "a node row as an older version may have stored it, then its peer entry in a map")
+def _stored_node():
+    from datetime import UTC, datetime
+
+    from app.core.map.builder import MapSettings, tail_node
+    from app.store.nodes import node_from_row
+
+    settings = MapSettings(base_domain="tail.example", domain="hs.example.com")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def one_input(data: bytes) -> None:
+        # columns separated by 0x00: endpoints, host_info, ipv4, ipv6, tags, approved_routes, expiry
+        parts = [p.decode("utf-8", "surrogatepass") for p in (data.split(b"\x00") + [b""] * 7)[:7]]
+        endpoints, host_info, ipv4, ipv6, tags, routes, expiry = parts
+        row = (1, "mkey:" + "11" * 32, "nodekey:" + "12" * 32, "", "host", "host", 1, ipv4 or None,
+               ipv6 or None, endpoints, host_info, "authkey", tags, None, expiry or None, None, routes,
+               "2025-01-01 00:00:00+00:00", None, 0)
+        node = node_from_row(row)
+        for cap_map in (None, {}):
+            entry = tail_node(node, settings, online=True, cap_map=cap_map, now=now, capver=130)
+            json.dumps(entry)  # the map encoder's next step
+
+    return one_input, ()
 
 
 @target("hujson", "HuJSON policy text")

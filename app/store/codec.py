@@ -22,6 +22,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from app.core import jsonsafe
+
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 
 
@@ -113,7 +115,7 @@ def decode_list(text: Any) -> tuple[str, ...]:
     if text is None or text == "" or text == "null" or text == "[]":
         return ()
     try:
-        value = json.loads(text)
+        value = jsonsafe.loads(text)  # depth-limited: a deeply nested row must not raise RecursionError
     except (ValueError, TypeError):
         return ()
     if not isinstance(value, list):
