@@ -60,6 +60,15 @@ class HAProber:
             out.append((nid, pid))
         return out
 
+    def probe(self, now: float, node_id: int, probe_id: str) -> str:
+        """One probe outside the rounds (replaces the node's outstanding one, if any)."""
+        old = self._probing.pop(node_id, None)
+        if old is not None:
+            self.outstanding.pop(old, None)
+        self.outstanding[probe_id] = (node_id, now + self.timeout)
+        self._probing[node_id] = probe_id
+        return probe_id
+
     def answered(self, probe_id: str) -> int | None:
         """An answer arrived. Returns the node id when it was unhealthy and is healthy again."""
         entry = self.outstanding.pop(probe_id, None)

@@ -44,10 +44,20 @@ class RouterProbes:
             return
         routers = ha_routers({n: r for n, r in st.served.items() if r}, st.online) & set(self.batcher.sessions)
         for nid, pid in self.core.round(now, routers, lambda: secrets.token_hex(12)):
-            session = self.batcher.sessions.get(nid)
-            if session is None:
-                continue
-            session.push(frame_obj({"PingRequest": {"URL": self.url + pid, "URLIsNoise": True,
+            self._send(nid, pid)
+
+    def probe_now(self, node_id: int) -> str | None:
+        """Ping one connected node now, outside the rounds; returns the probe id."""
+        if node_id not in self.batcher.sessions:
+            return None
+        pid = self.core.probe(self.clock(), node_id, secrets.token_hex(12))
+        self._send(node_id, pid)
+        return pid
+
+    def _send(self, node_id: int, probe_id: str) -> None:
+        session = self.batcher.sessions.get(node_id)
+        if session is not None:
+            session.push(frame_obj({"PingRequest": {"URL": self.url + probe_id, "URLIsNoise": True,
                                                     "Log": False}}))
             self.sent += 1
 

