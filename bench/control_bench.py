@@ -520,12 +520,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     pin(server.pid, 0)
     proc = Proc(server.pid)
     workers: Workers | None = None
+    restarted = False     # the restarted server writes one profile, at exit
 
     def phase(name: str) -> None:
         gen = sum(Proc(p.pid).cpu_seconds() for p in workers.procs) if workers is not None else 0.0
         results.setdefault("server", []).append(
             (name, proc.rss_mib(), proc.cpu_seconds(), time.monotonic(), gen))
-        if args.profile:   # the profiled server writes what it did since the last phase to <profile>.<name>
+        if args.profile and not restarted:   # the profiled server writes what it did since the last phase to <profile>.<name>
             with open(args.profile + ".phase", "w") as f:
                 f.write(name)
             server.send_signal(signal.SIGUSR1)
@@ -685,7 +686,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 server.wait()
             logf.close()
             t_start = time.monotonic()
-            server, logf = start_server(server_command(cfg_path, None, gc_log), log_path + ".restart")
+            restarted = True
+            restart_prof = args.profile + ".restart" if args.profile else None
+            server, logf = start_server(server_command(cfg_path, restart_prof, gc_log), log_path + ".restart")
             pin(server.pid, 0)
             proc = Proc(server.pid)
             got = await asyncio.wait_for(
@@ -837,7 +840,7 @@ def print_profile(path: str, top: int) -> None:
     import pstats
 
     for name, what in (("registered", "registration"), ("connected", "ramp (full maps)"),
-                       ("end", "change propagation")):
+                       ("end", "change propagation"), ("restart", "restart storm (whole restarted server)")):
         part = f"{path}.{name}"
         if not os.path.exists(part):
             continue

@@ -148,7 +148,7 @@ class Batcher:
             while waited < limit:
                 if self.storming():
                     limit = STORM_COALESCE
-                elif self.backlog() <= len(self.sessions) // 20:
+                elif self.backlog() <= max(len(self.sessions) // 20, 8):
                     break
                 await asyncio.sleep(self.delay)
                 waited += self.delay

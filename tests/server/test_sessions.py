@@ -126,7 +126,9 @@ async def test_expired_node_is_told_and_peers_see_it(server):
     idb = next(i for i in server.state.nodes if i != ida)
     mark = sa.mark()
     await server.state.expire_node(idb)
-    m = await sa.wait(lambda m: any(p["ID"] == idb for p in m.get("PeersChanged", [])), after=mark)
+    # (b's own join may still reach a as a PeersChanged first: wait for the expired entry)
+    m = await sa.wait(lambda m: any(p["ID"] == idb and p.get("Expired") for p in m.get("PeersChanged", [])),
+                      after=mark)
     peer = next(p for p in m["PeersChanged"] if p["ID"] == idb)
     assert peer["Expired"] is True and peer["KeyExpiry"] != "0001-01-01T00:00:00Z"
     resp = await b.register(None)

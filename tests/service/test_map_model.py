@@ -83,14 +83,19 @@ class Client:
             self.peers[p["ID"]] = _strip(p)
         for pid in msg.get("PeersRemoved") or []:
             self.peers.pop(pid, None)
+        # Like tailscale's client, patches and online changes for the node's own id are skipped
+        # (it is not a peer); any other id must be a peer the session was sent.
         for patch in msg.get("PeersChangedPatch") or []:
+            if patch["NodeID"] == self.nid:
+                continue
             entry = dict(self.peers[patch["NodeID"]])
             for k, v in patch.items():
                 if k != "NodeID":
                     entry["HomeDERP" if k == "DERPRegion" else k] = v
             self.peers[patch["NodeID"]] = entry
         for pid, online in (msg.get("OnlineChange") or {}).items():
-            self.peers[int(pid)] = {**self.peers[int(pid)], "Online": online}
+            if int(pid) != self.nid:
+                self.peers[int(pid)] = {**self.peers[int(pid)], "Online": online}
         if "Node" in msg:
             self.node = _strip(msg["Node"])
         if "PacketFilters" in msg:
