@@ -9,32 +9,19 @@ import socket
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
-from tests.entrypoint.conftest import NOISE_KEY, free_port
+from tests.entrypoint.conftest import appliance_env as host_appliance_env
+from tests.entrypoint.conftest import free_port
 from tests.entrypoint.test_import import DUMPS, counts, database_from_dump
 from tests.image import podman
 
 
 def appliance_env(moto_endpoint: str, bucket: str, age_key: str, **extra: str) -> dict[str, str]:
-    env = {
-        "FLY_APP_NAME": "hs-image-test",
-        "HEADSCALE_SERVER_URL": "http://127.0.0.1:8080",
-        "HEADSCALE_LISTEN_ADDR": f"127.0.0.1:{free_port()}",
-        "HEADSCALE_METRICS_LISTEN_ADDR": f"127.0.0.1:{free_port()}",
-        "HEADSCALE_DERP_URLS": "",
-        "HEADSCALE_DERP_SERVER_ENABLED": "true",
-        "HEADSCALE_DERP_SERVER_STUN_LISTEN_ADDR": f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
-        "NOISE_PRIVATE_KEY": NOISE_KEY,
-        "AGE_SECRET_KEY": age_key,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL_S3": moto_endpoint,
-        "BUCKET_NAME": bucket,
-        "LITESTREAM_SYNC_INTERVAL": "1s",
-        "LITESTREAM_RESTORE_ATTEMPTS": "2",
-    }
-    env.update(extra)
+    """The host tests' appliance environment, less what belongs to the host (paths, PATH, HOME)."""
+    env = host_appliance_env(Path("/"), moto_endpoint, bucket, age_key, FLY_APP_NAME="hs-image-test", **extra)
+    for host_only in ("PATH", "HOME", "LANG", "ENTRYPOINT_ROOT"):
+        env.pop(host_only)
     return env
 
 
