@@ -47,6 +47,9 @@ class Node:
     error: str = ""
     view: dict[int, list[Any]] | None = None
     anomalies: int = 0                    # patches for a peer the view does not hold
+    anomaly_examples: list[Any] = field(default_factory=list)
+    self_patches: int = 0
+    self_id: int | None = None
     endpoints: list[str] = field(default_factory=list)   # sent with every map request, as a real client
     first: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -105,6 +108,8 @@ class SoakWorker:
         from app.core.map.wire import decompress
 
         msg = json.loads(decompress(body))
+        if msg.get("Node"):
+            n.self_id = msg["Node"].get("ID")
         if msg.get("Peers") is not None:
             n.view = {p["ID"]: peer_entry(p) for p in msg["Peers"]}
         view = n.view
@@ -116,8 +121,12 @@ class SoakWorker:
             view.pop(pid, None)
         for p in msg.get("PeersChangedPatch") or ():
             entry = view.get(p["NodeID"])
-            if entry is None:
+            if entry is None and p["NodeID"] == n.self_id:
+                n.self_patches += 1     # about the node itself: a client ignores it (reported, not an error)
+            elif entry is None:
                 n.anomalies += 1
+                if len(n.anomaly_examples) < 3:
+                    n.anomaly_examples.append({"patch": p, "self": n.self_id, "gen": n.gen, "peers": len(view)})
             elif "Endpoints" in p:
                 entry[0] = (p["Endpoints"] or [None])[0]
 
@@ -292,7 +301,9 @@ class SoakWorker:
                 if len(examples) < 5:
                     examples.append({"observer": n.index, "peer": nid, "want": [ep, name], "got": got})
             mismatches += len(set(view) - set(expected))     # a peer that should not be there
-        return {"observers": observers, "mismatches": mismatches, "examples": examples, "anomalies": anomalies}
+        return {"observers": observers, "mismatches": mismatches, "examples": examples, "anomalies": anomalies,
+                "anomaly_examples": [e for n in self.nodes.values() for e in n.anomaly_examples][:5],
+                "self_patches": sum(n.self_patches for n in self.nodes.values())}
 
     async def stop(self) -> None:
         if self.loop_task is not None:

@@ -75,6 +75,15 @@ class Response:
 Handler = Callable[[Request, Response], Awaitable[None]]
 
 
+class _Connection(h2.connection.H2Connection):
+    # h2 remembers how each closed stream ended (65,536 per connection by default), so that a
+    # late frame on a reset stream gets a RST_STREAM instead of ending the connection. Every map
+    # request is a new stream on a node's connection that lives for days: that was memory
+    # growing with every request (found by bench/soak.py). A client has a handful of streams in
+    # flight, so the last 128 are plenty.
+    MAX_CLOSED_STREAMS = 128
+
+
 class H2Server:
     def __init__(self, write: Callable[[bytes], None], drain: Callable[[], Awaitable[None]], handler: Handler,
                  max_streams: int = MAX_STREAMS) -> None:
@@ -88,7 +97,7 @@ class H2Server:
         # stream's 400, where h2's own decoding would raise out of receive_data for the whole
         # connection.
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
-        self.conn = h2.connection.H2Connection(config=config)
+        self.conn = _Connection(config=config)
         self.requests: dict[int, Request] = {}
         self.tasks: dict[int, asyncio.Task] = {}
         self.window_open: dict[int, asyncio.Event] = {}
