@@ -411,6 +411,16 @@ SETTINGS: tuple[Setting, ...] = (
     S("tuning.http_idle_timeout", Duration(), "30s",
       "A plain-HTTP keep-alive connection with no request in progress is closed after this.",
       check=_positive),
+    S("tuning.request_body_timeout", Duration(), "30s",
+      "A plain-HTTP request's whole body (API, web pages) must arrive within this of the "
+      "request's start, waiting for tuning.max_buffered_request_bytes included; otherwise 408 "
+      "(client too slow) or 503 with Retry-After (no room in time), and the connection closes.",
+      check=_positive),
+    S("tuning.max_buffered_request_bytes", Int(), 64 << 20,
+      "Bytes of plain-HTTP request bodies held in memory at once, all connections together "
+      "(each request reserves its Content-Length, at most 4 MiB, until its response is done). "
+      "A request that finds no room waits, its socket unread, in arrival order. Sized for a "
+      "256 MB machine.", check=_positive),
     S("tuning.noise_idle_timeout", Duration(), "60s",
       "A Noise (TS2021) connection with no request in progress (no open map long-poll, no "
       "request being received) is closed after this; clients reconnect when they need to.",

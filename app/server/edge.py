@@ -21,6 +21,7 @@ from hypercorn.events import Event, Updated
 from hypercorn.utils import wrap_app
 
 from app.server import logguard
+from app.server.body_budget import BodyBudgetApp, ByteBudget, Gate, current_gate
 from app.server.limits import Admission
 
 log = logging.getLogger("headscale.edge")
@@ -28,6 +29,8 @@ log = logging.getLogger("headscale.edge")
 MAX_HEAD = 16 * 1024
 HEAD_TIMEOUT = 10.0        # tuning.request_head_timeout
 HTTP_IDLE_TIMEOUT = 30.0   # tuning.http_idle_timeout
+BODY_TIMEOUT = 30.0        # tuning.request_body_timeout
+BODY_BUDGET = 64 << 20     # tuning.max_buffered_request_bytes
 
 
 @dataclass
@@ -77,13 +80,17 @@ class Edge:
 
     def __init__(self, app, *, upgrades: dict[str, Handler], trusted: bool = False,
                  admission: Admission | None = None, head_timeout: float = HEAD_TIMEOUT,
-                 http_idle_timeout: float = HTTP_IDLE_TIMEOUT) -> None:
+                 http_idle_timeout: float = HTTP_IDLE_TIMEOUT, budget: ByteBudget | None = None,
+                 body_timeout: float = BODY_TIMEOUT) -> None:
         self.upgrades = upgrades
         self.admission = admission or Admission(0)
         self.head_timeout = head_timeout
         self.hyper = HyperConfig()
         self.hyper.keep_alive_timeout = http_idle_timeout
-        self.app = wrap_app(_Trusted(app) if trusted else app, self.hyper.wsgi_max_body_size, None)
+        # Request bodies count against one process-wide budget (app/server/body_budget.py).
+        self.budget = budget or ByteBudget(BODY_BUDGET)
+        app = BodyBudgetApp(_Trusted(app) if trusted else app, self.budget, body_timeout)
+        self.app = wrap_app(app, self.hyper.wsgi_max_body_size, None)
         self.context = WorkerContext(None)
         self.tasks: set[asyncio.Task] = set()
         self.servers: list[asyncio.AbstractServer] = []
@@ -164,22 +171,28 @@ class Edge:
     async def _to_app(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:
         # hypercorn reads straight from the socket's reader (after the head we already took), so
         # the socket's flow control holds: a client sending faster than the app reads is paused
-        # by the kernel instead of filling a buffer here.
+        # by the kernel instead of filling a buffer here. While a request waits for body budget
+        # its gate is closed and the socket is not read at all.
+        gate = Gate()
+        current_gate.set(gate)   # hypercorn's request tasks inherit it
         await _HttpConnection(self.app, asyncio.get_running_loop(), self.hyper, self.context, {},
-                              _Prefixed(head, reader), writer)
+                              _Prefixed(head, reader, gate), writer)
 
 
 class _Prefixed:
     """The reader hypercorn sees: the already-read request head, then the socket."""
 
-    def __init__(self, head: bytes, reader: asyncio.StreamReader) -> None:
+    def __init__(self, head: bytes, reader: asyncio.StreamReader, gate: Gate) -> None:
         self._head = head
         self._reader = reader
+        self._gate = gate
 
     async def read(self, n: int) -> bytes:
         if self._head:
             data, self._head = self._head[:n], self._head[n:]
             return data
+        if not self._gate.open.is_set():
+            await self._gate.open.wait()
         return await self._reader.read(n)
 
     def at_eof(self) -> bool:

@@ -24,6 +24,7 @@ from app.core import derpmap, keys
 from app.core.map.builder import MapSettings, dns_config
 from app.server import limits, logguard, metrics
 from app.server.acme_tls import AcmeTLS
+from app.server.body_budget import ByteBudget
 from app.server.clientaddr import configure as configure_trusted_proxies
 from app.server.control_routes import ControlRoutes
 from app.server.edge import Edge
@@ -272,8 +273,11 @@ async def start(services: Services) -> None:
     logguard.install_exception_handler(asyncio.get_running_loop())
     # One admission count for every TCP listener: a source's connections add up across them.
     admission = limits.Admission(int(cfg.tuning.max_connections_per_source))
+    # One body budget for every HTTP listener too (app/server/body_budget.py).
+    budget = ByteBudget(int(cfg.tuning.max_buffered_request_bytes))
     timeouts = {"head_timeout": float(cfg.tuning.request_head_timeout),
-                "http_idle_timeout": float(cfg.tuning.http_idle_timeout)}
+                "http_idle_timeout": float(cfg.tuning.http_idle_timeout),
+                "body_timeout": float(cfg.tuning.request_body_timeout), "budget": budget}
     edge = Edge(app, upgrades=upgrades, admission=admission, **timeouts)
     services.edges.append(edge)
     tls = tls_context(cfg)
