@@ -8,7 +8,7 @@ trust, used by the CLI). Every mutation goes through State, so it reaches nodes 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from quart import Blueprint, Response, current_app, request
@@ -32,6 +32,8 @@ from app.store.errors import StoreError
 STORE_STATUS = {"not_found": 404, "conflict": 409, "invalid": 400, "migration": 500}
 # google.rpc codes, as grpc-gateway reports them.
 GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 6, 413: 8, 429: 8, 500: 13, 501: 12, 503: 14}
+# `headscale apikeys create`'s default; applied when a client sends no expiration.
+API_KEY_DEFAULT_LIFETIME = timedelta(days=90)
 
 
 def ts(dt: datetime | None) -> str | None:
@@ -270,7 +272,14 @@ def api_blueprint() -> Blueprint:
     @bp.post("/apikey")
     async def create_apikey():
         b = await body_json()
-        _, full = await svc().state.create_api_key(parse_time(b.get("expiration"), "expiration"))
+        st = svc().state
+        # headscale stores the zero time for a missing expiration, which lists as year 1 and
+        # fails its own validity check; Headplane refuses a key listed without a future
+        # expiration. We give such keys headscale's CLI default lifetime instead.
+        expiration = parse_time(b.get("expiration"), "expiration")
+        if expiration is None or expiration.year <= 1:
+            expiration = st.now() + API_KEY_DEFAULT_LIFETIME
+        _, full = await st.create_api_key(expiration)
         return ok({"apiKey": full})
 
     async def _api_key_by(b: dict[str, Any]) -> ApiKey:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app import HEADSCALE_API_VERSION, __version__
+from app.core import tagnames
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -32,6 +33,9 @@ BOOL = {"type": "boolean"}
 ID = {"type": "string", "pattern": "^[0-9]+$", "description": "64-bit id as a decimal string"}
 TIME = _nullable("string", format="date-time", description="RFC 3339; null when unset")
 STRS = {"type": "array", "items": STR}
+# Tags an admin may set (app/core/tagnames.py); anything else is a 400 naming this shape.
+TAGS_IN = {"type": "array", "items": {"type": "string", "pattern": f"^{tagnames.PATTERN}$",
+                                      "description": tagnames.SHAPE}}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -133,7 +137,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("post", "/api/v1/preauthkey", "createPreAuthKey", "PreAuthKeys",
        "Create a pre-auth key for a user, or a tag-only key", _wrap("preAuthKey", _ref("PreAuthKey")),
        body=_obj(user={"type": ["string", "integer", "null"]}, reusable=BOOL, ephemeral=BOOL,
-                 expiration=TIME, aclTags=STRS)),
+                 expiration=TIME, aclTags=TAGS_IN)),
     Op("post", "/api/v1/preauthkey/expire", "expirePreAuthKey", "PreAuthKeys",
        "Expire a pre-auth key by id (or, for older tools, by {user, key} as listed)", EMPTY,
        body=_obj(id={"type": ["string", "integer"]}, user={"type": ["string", "integer"]}, key=STR)),
@@ -142,7 +146,8 @@ OPERATIONS: tuple[Op, ...] = (
     # API keys
     Op("get", "/api/v1/apikey", "listApiKeys", "ApiKeys", "List API keys (prefixes only)",
        _wrap("apiKeys", {"type": "array", "items": _ref("ApiKey")})),
-    Op("post", "/api/v1/apikey", "createApiKey", "ApiKeys", "Create an API key (shown once)",
+    Op("post", "/api/v1/apikey", "createApiKey", "ApiKeys",
+       "Create an API key (shown once); without an expiration it expires in 90 days",
        _wrap("apiKey", STR), body=_obj(expiration=TIME)),
     Op("post", "/api/v1/apikey/expire", "expireApiKey", "ApiKeys", "Expire an API key by id or prefix", EMPTY,
        body=_obj(id={"type": ["string", "integer"]}, prefix=STR)),
@@ -160,7 +165,7 @@ OPERATIONS: tuple[Op, ...] = (
     Op("post", "/api/v1/node/{nodeId}/rename/{newName}", "renameNode", "Nodes", "Rename a node (a DNS label)",
        NODE, path_params=(("nodeId", ID), ("newName", STR)), errors=(400, 401, 404, 409)),
     Op("post", "/api/v1/node/{nodeId}/tags", "setTags", "Nodes", "Set a node's tags (it becomes tagged)", NODE,
-       path_params=NODE_ID, body=_obj(["tags"], tags=STRS)),
+       path_params=NODE_ID, body=_obj(["tags"], tags=TAGS_IN)),
     Op("post", "/api/v1/node/{nodeId}/approve_routes", "setApprovedRoutes", "Nodes",
        "Approve subnet routes and exit-node routes", NODE, path_params=NODE_ID, body=_obj(["routes"], routes=STRS)),
     Op("post", "/api/v1/node/backfillips", "backfillNodeIPs", "Nodes", "Give every node an address of each family",

@@ -21,6 +21,7 @@ from app.core.map.builder import MapSettings
 from app.core.map.chunks import chunk_of
 from app.core.model import ApiKey, Node, PreAuthKey, User
 from app.core.routes import elect_primaries, routes_for_peer, served_routes
+from app.core.tagnames import admin_tag_problem
 from app.service.changes import Change
 from app.service.errors import Conflict, Invalid, NotFound
 from app.service.policyview import AllowAll, PolicyView, compile_view
@@ -31,6 +32,14 @@ log = logging.getLogger("headscale.state")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _check_admin_tags(tags: list[str]) -> None:
+    """Refuse, before anything changes, a tag no client or policy could use (core/tagnames.py)."""
+    for t in tags:
+        problem = admin_tag_problem(t)
+        if problem:
+            raise Invalid(problem)
 
 
 class State:
@@ -267,9 +276,7 @@ class State:
     ) -> tuple[PreAuthKey, str]:
         if user_id is not None:
             self.get_user(user_id)
-        for t in tags:
-            if not t.startswith("tag:") or len(t) <= 4:
-                raise Invalid(f"invalid tag {t!r}: tags must look like tag:name")
+        _check_admin_tags(tags)
         if user_id is None and not tags:
             raise Invalid("a pre-auth key needs a user or at least one tag")
         async with self.lock:
@@ -315,9 +322,7 @@ class State:
             return await self.replace_node(node, Change(peers_changed={node_id}, self_changed={node_id}))
 
     async def set_tags(self, node_id: int, tags: list[str]) -> Node:
-        for t in tags:
-            if not t.startswith("tag:") or len(t) <= 4:
-                raise Invalid(f"invalid tag {t!r}: tags must look like tag:name")
+        _check_admin_tags(tags)
         async with self.lock:
             node = self.get_node(node_id)
             new_tags = tuple(sorted(set(tags)))

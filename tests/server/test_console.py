@@ -267,6 +267,9 @@ async def test_machine_tags_routes_expire_delete(server):
     assert set(st.nodes[nid].approved_routes) == {"10.7.0.0/24"}
     await b.post(f"/admin/machines/{nid}/tags", {"tags": "tag:srv, notatag", "csrf": token})
     assert st.nodes[nid].tags == ()                          # one bad tag: nothing changes
+    await b.post(f"/admin/machines/{nid}/tags", {"tags": "tag:bad!", "csrf": token})
+    assert st.nodes[nid].tags == ()                          # headscale's tag-name rule, said on the page
+    assert "a valid tag is" in (await b.get(f"/admin/machines/{nid}"))[2]
     await b.post(f"/admin/machines/{nid}/tags", {"tags": "tag:srv", "csrf": token})
     assert st.nodes[nid].tags == ("tag:srv",)
     _, _, page = await b.get("/admin/machines")
