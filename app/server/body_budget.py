@@ -91,11 +91,53 @@ class ByteBudget:
 
 
 class Gate:
-    """Per connection: cleared while its request waits for budget; the socket reader awaits it."""
+    """Per connection: shut while its request waits for budget. Then the socket reader awaits it
+    and the transport is paused, so the kernel holds the client back (asyncio would otherwise
+    receive up to 256 KiB more per connection into its buffer)."""
 
-    def __init__(self) -> None:
+    def __init__(self, transport=None, closed: bool = False, timeout: float = 30.0) -> None:
         self.open = asyncio.Event()
+        self.timeout = timeout
+        self._transport = transport
+        if closed:
+            self.shut()
+        else:
+            self.open.set()
+
+    def shut(self) -> None:
+        self.open.clear()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def release(self) -> None:
         self.open.set()
+        if self._transport is not None and not self._transport.is_closing():
+            full_reads(self._transport)
+            self._transport.resume_reading()   # a no-op when it is reading
+
+    async def wait(self) -> None:
+        # A safety net only: the request that shut the gate opens it again within its body
+        # timeout; should no request ever claim it (hypercorn refused the head), read anyway.
+        try:
+            await asyncio.wait_for(self.open.wait(), self.timeout + 1)
+        except TimeoutError:
+            self.release()
+
+
+# asyncio receives up to 256 KiB per read into a connection's buffer. Until a request is known
+# to have room in the budget, reads are small: 600 waiting connections each holding one such
+# read were 150 MiB. (Plain TCP only; a TLS transport has no such knob and keeps its default.)
+SMALL_READ = 32 * 1024
+
+
+def small_reads(transport) -> None:
+    if isinstance(getattr(transport, "max_size", None), int):
+        transport.max_size = SMALL_READ
+
+
+def full_reads(transport) -> None:
+    if "max_size" in getattr(transport, "__dict__", {}):
+        transport.max_size = type(transport).max_size   # back to the default
 
 
 # Set by the edge for each plain-HTTP connection; hypercorn's request tasks inherit it.
@@ -133,18 +175,20 @@ class BodyBudgetApp:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = _declared_length(scope)
+        gate = current_gate.get()
         if length is None or length > MAX_BODY:
             # No body, or one Quart refuses with 413 before reading a byte of it.
+            if gate is not None:
+                gate.release()
             return await self.app(scope, receive, send)
         start = time.monotonic()
-        gate = current_gate.get()
         if gate is not None:
-            gate.open.clear()
+            gate.shut()
         try:
             got = await self.budget.acquire(length, self.timeout)
         finally:
             if gate is not None:
-                gate.open.set()
+                gate.release()
         if got is None:
             return await _error(send, 503, "the server is busy receiving other requests; retry shortly",
                                 [(b"retry-after", b"2")])
@@ -159,9 +203,9 @@ class BodyBudgetApp:
         finally:
             self.budget.release(got)
 
-    async def _read(self, receive, start: float, allowed: int) -> bytes | int:
-        """The whole body; or 408 (too slow), 413 (more than reserved), 0 (client went away)."""
-        parts: list[bytes] = []
+    async def _read(self, receive, start: float, allowed: int) -> deque[bytes] | int:
+        """The whole body's chunks; or 408 (too slow), 413 (more than reserved), 0 (client gone)."""
+        parts: deque[bytes] = deque()
         size = 0
         while True:
             left = start + self.timeout - time.monotonic()
@@ -177,17 +221,16 @@ class BodyBudgetApp:
                 return 413
             parts.append(chunk)
             if not msg.get("more_body", False):
-                return b"".join(parts)
+                return parts
 
 
-def _replay(body: bytes, receive):
-    sent = False
+def _replay(parts: deque[bytes], receive):
+    """The body again, chunk by chunk (no joined copy: each chunk is dropped once handed on)."""
 
     async def replay():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        if parts:
+            chunk = parts.popleft()
+            return {"type": "http.request", "body": chunk, "more_body": bool(parts)}
         return await receive()
 
     return replay

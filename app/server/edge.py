@@ -21,7 +21,7 @@ from hypercorn.events import Event, Updated
 from hypercorn.utils import wrap_app
 
 from app.server import logguard
-from app.server.body_budget import BodyBudgetApp, ByteBudget, Gate, current_gate
+from app.server.body_budget import BodyBudgetApp, ByteBudget, Gate, current_gate, full_reads, small_reads
 from app.server.limits import Admission
 
 log = logging.getLogger("headscale.edge")
@@ -89,6 +89,7 @@ class Edge:
         self.hyper.keep_alive_timeout = http_idle_timeout
         # Request bodies count against one process-wide budget (app/server/body_budget.py).
         self.budget = budget or ByteBudget(BODY_BUDGET)
+        self.body_timeout = body_timeout
         app = BodyBudgetApp(_Trusted(app) if trusted else app, self.budget, body_timeout)
         self.app = wrap_app(app, self.hyper.wsgi_max_body_size, None)
         self.context = WorkerContext(None)
@@ -129,6 +130,7 @@ class Edge:
             logguard.refused(log, self.admission.key(peer, None), "connection refused: too many open connections")
             writer.transport.abort()
             return
+        small_reads(writer.transport)   # until the request is known (app/server/body_budget.py)
         task = asyncio.current_task()
         if task is not None:
             self.tasks.add(task)
@@ -155,9 +157,11 @@ class Edge:
             key = rekeyed
             handler = self.upgrades.get(head.path)
             if handler is not None and head.header("upgrade"):
+                full_reads(writer.transport)
                 await handler(reader, writer, head)
             else:
-                await self._to_app(reader, writer, raw)
+                has_body = head.header("content-length") not in ("", "0") or bool(head.header("transfer-encoding"))
+                await self._to_app(reader, writer, raw, has_body)
         except asyncio.CancelledError:
             # Swallowed on purpose: asyncio's stream callback logs a cancelled task as an error.
             pass
@@ -168,12 +172,17 @@ class Edge:
             if not writer.is_closing():
                 writer.close()
 
-    async def _to_app(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:
+    async def _to_app(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes,
+                      has_body: bool = False) -> None:
         # hypercorn reads straight from the socket's reader (after the head we already took), so
         # the socket's flow control holds: a client sending faster than the app reads is paused
         # by the kernel instead of filling a buffer here. While a request waits for body budget
         # its gate is closed and the socket is not read at all.
-        gate = Gate()
+        # A first request with a body starts with the gate closed: not a byte of it is read into
+        # hypercorn's queue before the budget has room for it.
+        gate = Gate(writer.transport, closed=has_body, timeout=self.body_timeout)
+        if not has_body:
+            full_reads(writer.transport)
         current_gate.set(gate)   # hypercorn's request tasks inherit it
         await _HttpConnection(self.app, asyncio.get_running_loop(), self.hyper, self.context, {},
                               _Prefixed(head, reader, gate), writer)
@@ -192,7 +201,7 @@ class _Prefixed:
             data, self._head = self._head[:n], self._head[n:]
             return data
         if not self._gate.open.is_set():
-            await self._gate.open.wait()
+            await self._gate.wait()
         return await self._reader.read(n)
 
     def at_eof(self) -> bool:
