@@ -30,7 +30,7 @@ MAX_HEAD = 16 * 1024
 HEAD_TIMEOUT = 10.0        # tuning.request_head_timeout
 HTTP_IDLE_TIMEOUT = 30.0   # tuning.http_idle_timeout
 BODY_TIMEOUT = 30.0        # tuning.request_body_timeout
-BODY_BUDGET = 64 << 20     # tuning.max_buffered_request_bytes
+BODY_BUDGET = 32 << 20     # tuning.max_buffered_request_bytes
 
 
 @dataclass
