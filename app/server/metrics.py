@@ -79,5 +79,40 @@ def register_derp(derp) -> None:
         _derp_collector.derp = derp
 
 
+class _BodyBudgetCollector:
+    """The request body budget (app/server/body_budget.py), read at scrape time."""
+
+    def __init__(self, budget) -> None:
+        self.budget = budget
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        b = self.budget
+        yield GaugeMetricFamily("headscale_request_body_bytes_reserved",
+                                "Request body bytes reserved by plain-HTTP requests in flight", value=b.used)
+        yield GaugeMetricFamily("headscale_request_body_bytes_reserved_peak",
+                                "Highest request body reservation since start", value=b.peak)
+        yield GaugeMetricFamily("headscale_request_body_bytes_limit",
+                                "tuning.max_buffered_request_bytes", value=b.limit)
+        yield CounterMetricFamily("headscale_request_body_waits", "Requests that waited for body budget",
+                                  value=b.waited)
+        yield CounterMetricFamily("headscale_request_body_refused", "Requests answered 503: no body budget in time",
+                                  value=b.refused)
+
+
+_budget_collector: _BodyBudgetCollector | None = None
+
+
+def register_body_budget(budget) -> None:
+    """Report ``budget``; as register_derp, one collector per process reading the latest."""
+    global _budget_collector
+    if _budget_collector is None:
+        _budget_collector = _BodyBudgetCollector(budget)
+        REGISTRY.register(_budget_collector)
+    else:
+        _budget_collector.budget = budget
+
+
 def render() -> bytes:
     return generate_latest(REGISTRY)

@@ -275,6 +275,7 @@ async def start(services: Services) -> None:
     admission = limits.Admission(int(cfg.tuning.max_connections_per_source))
     # One body budget for every HTTP listener too (app/server/body_budget.py).
     budget = ByteBudget(int(cfg.tuning.max_buffered_request_bytes))
+    metrics.register_body_budget(budget)
     timeouts = {"head_timeout": float(cfg.tuning.request_head_timeout),
                 "http_idle_timeout": float(cfg.tuning.http_idle_timeout),
                 "body_timeout": float(cfg.tuning.request_body_timeout), "budget": budget}

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from app.config import dev_config
+from app.server import metrics
 from app.server.body_budget import ByteBudget
 from app.server.serve import build, start, stop
 
@@ -93,6 +94,10 @@ async def test_many_large_bodies_stay_within_the_budget_and_health_is_still_serv
     assert budget.waited > 0          # the budget did hold requests back
     assert BODY <= budget.peak <= BUDGET
     assert await _released(budget)
+    scraped = dict(line.rsplit(" ", 1) for line in metrics.render().decode().splitlines()
+                   if line.startswith("headscale_request_body"))
+    assert float(scraped["headscale_request_body_bytes_reserved_peak"]) == budget.peak
+    assert float(scraped["headscale_request_body_waits_total"]) == budget.waited
 
 
 async def test_a_body_that_does_not_arrive_in_time_gets_408(server):
