@@ -80,8 +80,8 @@ class _Connection(h2.connection.H2Connection):
     # late frame on a reset stream gets a RST_STREAM instead of ending the connection. Every map
     # request is a new stream on a node's connection that lives for days: that was memory
     # growing with every request (found by bench/soak.py). A client has a handful of streams in
-    # flight, so the last 128 are plenty.
-    MAX_CLOSED_STREAMS = 128
+    # flight, so the last 16 are plenty (DATA on a forgotten stream still gets a RST_STREAM).
+    MAX_CLOSED_STREAMS = 16
 
 
 class H2Server:
