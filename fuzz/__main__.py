@@ -30,6 +30,7 @@ def run_target(name: str, seconds: int, workdir: Path) -> dict:
     dirs = [str(corpus)] + [str(d) for d in (HERE / "corpus" / name, HERE / "regressions" / name) if d.is_dir()]
     cmd = [sys.executable, "-m", "fuzz.run", name, f"-max_total_time={seconds}", "-print_final_stats=1",
            "-timeout=10", "-rss_limit_mb=2048", "-max_len=65536", f"-artifact_prefix={artifacts}/", *dirs]
+    old = {p.name for p in artifacts.glob("crash-*")} | {p.name for p in artifacts.glob("timeout-*")}
     started = time.monotonic()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True, errors="replace",
@@ -38,7 +39,8 @@ def run_target(name: str, seconds: int, workdir: Path) -> dict:
     log = proc.stderr
     (artifacts / "last.log").write_text(log[-200_000:])
     stats = {k: int(v) for k, v in re.findall(r"stat::(\w+):\s+(\d+)", log)}
-    crashes = sorted(str(p) for p in artifacts.glob("crash-*")) + sorted(str(p) for p in artifacts.glob("timeout-*"))
+    crashes = sorted(str(p) for pattern in ("crash-*", "timeout-*") for p in artifacts.glob(pattern)
+                     if p.name not in old)  # this run's findings only
     found = proc.returncode != 0
     return {
         "target": name,

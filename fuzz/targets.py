@@ -187,7 +187,7 @@ def _control_requests():
                 out = parse(body, [])
             except tailcfg.RequestError:
                 continue
-            json.dumps(out)  # what is kept must be plain JSON again
+            json.dumps(out, default=str)  # what is kept must encode again (times are datetimes)
 
     return one_input, ()
 
@@ -204,7 +204,8 @@ def _stored_node():
 
     def one_input(data: bytes) -> None:
         # columns separated by 0x00: endpoints, host_info, ipv4, ipv6, tags, approved_routes, expiry
-        parts = [p.decode("utf-8", "surrogatepass") for p in (data.split(b"\x00") + [b""] * 7)[:7]]
+        parts = [p.decode("utf-8", "replace") for p in  # sqlite3 hands out valid str only
+                 (data.split(b"\x00") + [b""] * 7)[:7]]
         endpoints, host_info, ipv4, ipv6, tags, routes, expiry = parts
         row = (1, "mkey:" + "11" * 32, "nodekey:" + "12" * 32, "", "host", "host", 1, ipv4 or None,
                ipv6 or None, endpoints, host_info, "authkey", tags, None, expiry or None, None, routes,
