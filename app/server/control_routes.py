@@ -103,7 +103,7 @@ class ControlRoutes:
             metrics.MAP_REQUESTS.labels("oneshot").inc()
             session = MapSession(node.id, version)
             await resp.start(200, [("content-type", JSON)])
-            await resp.send(frame(self.mapper.full_map(session)), end=True)
+            await resp.send(self.mapper.full_map_frame(session), end=True)
             metrics.MAP_SENT.labels("full").inc()
             return None
         metrics.MAP_REQUESTS.labels("stream").inc()
@@ -123,7 +123,7 @@ class ControlRoutes:
         try:
             await resp.start(200, [("content-type", JSON)])
             started = asyncio.get_running_loop().time()
-            await resp.send(frame(self.mapper.full_map(session)))
+            await resp.send(self.mapper.full_map_frame(session))
             metrics.MAP_SENT.labels("full").inc()
             metrics.FIRST_MAP_SECONDS.observe(asyncio.get_running_loop().time() - started)
             # Keepalives come from one timer per session, queued like any message, rather than a
@@ -147,7 +147,7 @@ class ControlRoutes:
                 if session.needs_full:
                     while not session.queue.empty():
                         session.queue.get_nowait()
-                    await resp.send(frame(self.mapper.full_map(session)))
+                    await resp.send(self.mapper.full_map_frame(session))
                     metrics.MAP_SENT.labels("full").inc()
                 elif item:
                     await resp.send(item)
