@@ -35,10 +35,7 @@ class Flush:
         ch = change
         # Anything that moves routes (a router's record, the policy) is worked out per viewer.
         self.routes_move = ch.policy or not st.routers.isdisjoint(ch.peers_changed | ch.peers_removed)
-        # A session is personal when the change is about its own node's entry. Its own id in
-        # OnlineChange / PeersChangedPatch is not: clients skip ids that are not their peers
-        # (tailscale controlclient updatePeersStateFromResponse), so those stay shared.
-        self.about = ch.self_changed | ch.peers_changed | ch.peers_removed
+        self.about = ch.self_changed | ch.peers_changed | ch.peers_removed | set(ch.online) | set(ch.patches)
         self.candidates = ch.peers_changed | ch.peers_removed
         self._diffs: dict[tuple[int, int], tuple[Any, Any, set[int], set[int]]] = {}
         self._groups: dict[tuple[int, int, int], tuple[Any, ...]] = {}
@@ -114,11 +111,6 @@ class Flush:
         def seen_before(p: int) -> bool:
             return p != nid and (p in old_base or p in old_extra)
 
-        def listed(p: int) -> bool:
-            """For OnlineChange / PeersChangedPatch: the viewer's own id may stay (ignored by
-            clients), which keeps the message the same for every session of a group."""
-            return (p in base or p in extra) and p not in ch.peers_removed
-
         b_added, b_removed = self.base_diff(old_base, base)
         if extra or old_extra:
             added = {p for p in b_added | (extra - old_extra) if seen_now(p) and not seen_before(p)}
@@ -140,10 +132,10 @@ class Flush:
         if removed:
             out["PeersRemoved"] = sorted(removed)
         patches = [{"NodeID": p, **fields} for p, fields in sorted(ch.patches.items())
-                   if p not in changed and listed(p)]
+                   if p not in changed and seen_now(p)]
         if patches:
             out["PeersChangedPatch"] = patches
-        online = {str(p): v for p, v in ch.online.items() if p not in changed and listed(p)}
+        online = {str(p): v for p, v in ch.online.items() if p not in changed and seen_now(p)}
         if online:
             out["OnlineChange"] = online
         if personal:

@@ -83,19 +83,18 @@ class Client:
             self.peers[p["ID"]] = _strip(p)
         for pid in msg.get("PeersRemoved") or []:
             self.peers.pop(pid, None)
-        # Like tailscale's client, patches and online changes for the node's own id are skipped
-        # (it is not a peer); any other id must be a peer the session was sent.
+        # Never the node's own id: real clients (tailscale 1.90) break when a patch or online
+        # change names themselves (DERP relaying stopped: tests/e2e/test_derp_realclient.py).
         for patch in msg.get("PeersChangedPatch") or []:
-            if patch["NodeID"] == self.nid:
-                continue
+            assert patch["NodeID"] != self.nid, "a patch about the node itself"
             entry = dict(self.peers[patch["NodeID"]])
             for k, v in patch.items():
                 if k != "NodeID":
                     entry["HomeDERP" if k == "DERPRegion" else k] = v
             self.peers[patch["NodeID"]] = entry
         for pid, online in (msg.get("OnlineChange") or {}).items():
-            if int(pid) != self.nid:
-                self.peers[int(pid)] = {**self.peers[int(pid)], "Online": online}
+            assert int(pid) != self.nid, "an online change about the node itself"
+            self.peers[int(pid)] = {**self.peers[int(pid)], "Online": online}
         if "Node" in msg:
             self.node = _strip(msg["Node"])
         if "PacketFilters" in msg:
