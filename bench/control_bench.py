@@ -713,20 +713,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(3)
         results["metrics"] = scrape_metrics(mport)
     finally:
-        if workers is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(workers.call("stop"), 20)
-            for p in workers.procs:
-                p.join(5)
-                if p.is_alive():
-                    p.kill()
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(60 if args.profile else 15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        await stop_all(workers, server, 60 if args.profile else 15)
         logf.close()
         if gc_log and os.path.exists(gc_log):
             results["gc_server"] = json.loads(read_text(gc_log))
@@ -738,6 +725,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.copy(log_path, args.keep_log)
         tmp.cleanup()
     return results
+
+
+async def stop_all(workers: Workers | None, server: subprocess.Popen, server_wait: float = 15) -> None:
+    """Stop the worker processes, then the server: SIGTERM, SIGKILL after ``server_wait`` s."""
+    if workers is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(workers.call("stop"), 20)
+        for p in workers.procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(server_wait)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def start_server(cmd: list[str], log_path: str) -> tuple[subprocess.Popen, Any]:

@@ -34,8 +34,6 @@ import json
 import multiprocessing as mp
 import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +51,7 @@ from bench.control_bench import (
     read_text,
     server_command,
     start_server,
+    stop_all,
     unix_request,
     write_config,
 )
@@ -278,20 +277,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         r["samples"] = sampler.samples
         r["server_alive"] = server.poll() is None
     finally:
-        if workers is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(workers.call("stop"), 20)
-            for p in workers.procs:
-                p.join(5)
-                if p.is_alive():
-                    p.kill()
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        await stop_all(workers, server)
         logf.close()
         r["server_log_tracebacks"] = read_text(log_path).count("Traceback")
         if args.keep_log:
