@@ -6,6 +6,10 @@
   (app.core.map.chunks), cached per (chunk, member ids) and rebuilt only when a record in the
   chunk moved (``State.chunk_gen``): building a map for one node of a quiet 10,000-node
   tailnet costs copying ~80 frames plus compressing its own head.
+* A cached chunk stays usable while only a few of its peers came online since it was built
+  (coming online does not move a record, so ``State.set_online`` leaves ``chunk_gen`` alone):
+  the map is followed at once by an OnlineChange for those peers. Otherwise a restart storm,
+  where every reconnect flips one peer online, would recompress every chunk for every map.
 * The peers a session was sent are references to the shared view (``State.peer_view``), not a
   copy per session.
 """
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.core.map import builder
 from app.core.map.chunks import CHUNK_BITS, assemble_frames, chunk_frame
-from app.core.map.wire import encode_json
+from app.core.map.wire import encode_json, frame
 from app.core.model import Node
 from app.service.state import State
 
@@ -28,6 +32,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("headscale.map")
 
 _CHUNK_VARIANTS = 4        # member sets cached per chunk (visibility classes seeing it differently)
+# Peers of a cached chunk that may have come online since it was built before it is rebuilt:
+# rebuilding costs compressing ~128 entries, each stale peer ~12 bytes of the follow-up.
+STALE_ONLINE = 16
+_SUB_BITS = 4              # the viewer's own chunk goes out as sub-chunks of 16 ids
 
 
 class Mapper:
@@ -38,13 +46,14 @@ class Mapper:
         # node id -> routes seen by the viewer -> (node record, online, encoded entry)
         self._peer_cache: dict[int, dict[tuple[str, ...], tuple[Node, bool, bytes]]] = {}
         self._broken: dict[int, Node] = {}   # node version whose entry failed (logged once)
-        # chunk -> member ids -> (generation, zstd frame)
-        self._chunks: dict[int, dict[tuple[int, ...], tuple[int, bytes]]] = {}
+        # chunk -> member ids -> (generation, zstd frame, members online when it was built)
+        self._chunks: dict[int, dict[tuple[int, ...], tuple[int, bytes, frozenset[int]]]] = {}
         # id(shared base set) -> (the set, its ids sorted) / (the set, its owners, State.owner_gen)
         self._sorted: dict[int, tuple[frozenset[int], list[int]]] = {}
         self._owner_cache: dict[int, tuple[frozenset[int], set[int | None], int]] = {}
         self._users: dict[frozenset[int], frozenset[int]] = {}   # interned "profiles sent" sets
         self.full_maps = 0        # built so far (the batcher watches the rate to spot a storm)
+        self.chunks_built = 0     # chunk frames compressed (cached or not)
 
     def intern_users(self, users: frozenset[int]) -> frozenset[int]:
         """One object per distinct set of user ids, so sessions that were sent the same
@@ -200,14 +209,25 @@ class Mapper:
         nodes = self.state.nodes
         return builder.assemble(head, "Peers", self.peer_blobs(session, [nodes[p] for p in peers]))
 
-    def full_map_frame(self, session: MapSession, *, include_peers: bool = True) -> bytes:
-        """The full MapResponse framed for the stream, peers from cached compressed chunks."""
-        head, peers = self._begin_full(session, include_peers)
-        return assemble_frames(head, "Peers", self._chunk_frames(session, peers))
+    def full_map_frame(self, session: MapSession, *, include_peers: bool = True, exact: bool = False) -> bytes:
+        """The full MapResponse framed for the stream, peers from cached compressed chunks.
 
-    def _chunk_frames(self, session: MapSession, peers: list[int]) -> list[bytes]:
+        Unless ``exact``, a chunk may say a few peers are offline that came online since it was
+        built; the returned bytes then hold a second message right after the map, an
+        OnlineChange for exactly those peers (``exact``: one message, for one-shot answers)."""
+        head, peers = self._begin_full(session, include_peers)
+        late: dict[str, bool] | None = None if exact else {}
+        out = assemble_frames(head, "Peers", self._chunk_frames(session, peers, late))
+        if late:
+            out += frame(encode_json({"OnlineChange": late, "ControlTime": head["ControlTime"]}))
+        return out
+
+    def _chunk_frames(self, session: MapSession, peers: list[int], late: dict[str, bool] | None) -> list[bytes]:
+        """Frames of the viewer's peers; stale online flags of reused frames go into ``late``
+        (None: no staleness allowed)."""
         st = self.state
         nodes, routers, gens = st.nodes, st.routers, st.chunk_gen
+        own = session.node_id >> CHUNK_BITS
         out: list[bytes] = []
         i, n = 0, len(peers)
         while i < n:
@@ -222,24 +242,58 @@ class Mapper:
                     out.append(chunk_frame(blobs))
                 continue
             gen = gens.get(c, 0)
-            variants = self._chunks.get(c)
-            if variants is None:
-                variants = self._chunks[c] = {}
-            hit = variants.get(members)
-            if hit is not None and hit[0] == gen:
-                out.append(hit[1])
+            if c != own:
+                f = self._cached_frame(session, c, gen, members, late)
+                if f is not None:
+                    out.append(f)
                 continue
-            blobs = self.peer_blobs(session, [nodes[p] for p in members])
-            if not blobs:
-                continue
-            f = chunk_frame(blobs)
-            if len(blobs) == len(members):      # never cache a chunk with an entry left out
-                if len(variants) >= _CHUNK_VARIANTS or (hit is not None and hit[0] != gen):
-                    for k in [k for k, v in variants.items() if v[0] != gen] or list(variants)[:1]:
-                        del variants[k]
-                variants[members] = (gen, f)
-            out.append(f)
+            # The viewer's own chunk lacks the viewer: as one frame it would be a variant of its
+            # own, compressed for every map. In sub-chunks only the viewer's own is.
+            k = 0
+            while k < len(members):
+                sub = members[k] >> _SUB_BITS
+                m = k
+                while m < len(members) and members[m] >> _SUB_BITS == sub:
+                    m += 1
+                part, k = members[k:m], m
+                if session.node_id >> _SUB_BITS == sub:
+                    blobs = self.peer_blobs(session, [nodes[p] for p in part])
+                    f = chunk_frame(blobs) if blobs else None
+                else:
+                    f = self._cached_frame(session, -1 - sub, gen, part, late)
+                if f is not None:
+                    out.append(f)
         return out
+
+    def _cached_frame(self, session: MapSession, key: int, gen: int, members: tuple[int, ...],
+                      late: dict[str, bool] | None) -> bytes | None:
+        """The compressed frame of ``members`` (a chunk, or a sub-chunk when ``key`` < 0), cached
+        per member set while the chunk's generation holds."""
+        online = self.state.online
+        variants = self._chunks.get(key)
+        if variants is None:
+            variants = self._chunks[key] = {}
+        hit = variants.get(members)
+        if hit is not None and hit[0] == gen:
+            came = online.intersection(members) - hit[2] if online else ()
+            if not came:
+                return hit[1]
+            if late is not None and len(came) <= STALE_ONLINE:
+                for p in came:
+                    late[str(p)] = True
+                return hit[1]
+        nodes = self.state.nodes
+        blobs = self.peer_blobs(session, [nodes[p] for p in members])
+        if not blobs:
+            return None
+        f = chunk_frame(blobs)
+        self.chunks_built += 1
+        if len(blobs) == len(members):      # never cache a chunk with an entry left out
+            if len(variants) >= _CHUNK_VARIANTS or (hit is not None and hit[0] != gen):
+                for k in [k for k, v in variants.items() if v[0] != gen] or list(variants)[:1]:
+                    del variants[k]
+            variants[members] = (gen, f, frozenset(online.intersection(members)))
+        return f
 
 
 def _owner(node: Node) -> int | None:

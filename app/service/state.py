@@ -158,7 +158,9 @@ class State:
 
     def _recompute_routes(self) -> set[int]:
         """Re-elect primary routers; returns the nodes whose offered routes changed."""
-        new = elect_primaries(self.served, self.online, self.primaries, self.unhealthy_routers)
+        # Only routers can hold a prefix: O(routers), not O(nodes), per registration or change.
+        served = {nid: self.served[nid] for nid in self.routers if nid in self.served}
+        new = elect_primaries(served, self.online, self.primaries, self.unhealthy_routers)
         changed = {nid for prefix in set(new) | set(self.primaries)
                    for nid in (new.get(prefix), self.primaries.get(prefix))
                    if nid is not None and new.get(prefix) != self.primaries.get(prefix)}
@@ -501,12 +503,14 @@ class State:
         if online == was:
             return
         if online:
+            # The record does not move: cached chunks stay (app/service/mapper.py follows a map
+            # from a chunk that predates this with an OnlineChange).
             self.online.add(node_id)
         else:
             self.online.discard(node_id)
             node = self.nodes[node_id]
             self.nodes[node_id] = dataclasses.replace(node, last_seen=self.now())
-        self._touch(node_id)
+            self._touch(node_id)
         change = Change(online={node_id: online})
         # Only routers can move a primary route; everyone else skips the election.
         moved = self._recompute_routes() if self.served.get(node_id) or node_id in self.primaries.values() else set()
