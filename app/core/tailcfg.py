@@ -14,7 +14,13 @@ def go_time(dt: datetime | None) -> str:
     """RFC 3339 in UTC with a ``Z``, fractional seconds only when non-zero (like Go)."""
     if dt is None or dt.year <= 1:
         return GO_ZERO_TIME
-    dt = dt.astimezone(UTC)
+    if dt.tzinfo is not UTC:
+        dt = dt.astimezone(UTC)
+    if dt.year >= 1000:
+        # isoformat is several times cheaper than strftime (node lists format 30,000 times):
+        # "YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00". strftime does not pad years below 1000.
+        text = dt.isoformat()[:-6]
+        return (text.rstrip("0") if dt.microsecond else text) + "Z"
     text = dt.strftime("%Y-%m-%dT%H:%M:%S")
     if dt.microsecond:
         text += f".{dt.microsecond:06d}".rstrip("0")

@@ -24,7 +24,7 @@ from app.core.model import (
     RegisterMethod,
     User,
 )
-from app.core.tailcfg import parse_go_time
+from app.core.tailcfg import go_time, parse_go_time
 from app.service import auth_requests
 from app.service.errors import Conflict, Invalid, NotFound, ServiceError
 from app.store.errors import StoreError
@@ -39,8 +39,6 @@ API_KEY_DEFAULT_LIFETIME = timedelta(days=90)
 def ts(dt: datetime | None) -> str | None:
     if dt is None or dt.year <= 1:
         return None
-    from app.core.tailcfg import go_time
-
     return go_time(dt)
 
 
@@ -152,6 +150,10 @@ def parse_time(value: Any, what: str) -> datetime | None:
 
 def api_blueprint() -> Blueprint:
     bp = Blueprint("api_v1", __name__, url_prefix="/api/v1")
+
+    from app.server.api_nodes import NodeListCache  # it builds on this module's node_json shapes
+
+    node_list = NodeListCache()
 
     def svc():
         return current_app.config["SERVICES"]
@@ -315,7 +317,9 @@ def api_blueprint() -> Blueprint:
             nodes = [n for n in nodes if n.user_id is not None and
                      (str(n.user_id) == want or st.users.get(n.user_id, User(0, "")).name == want)]
         keys = await keys_by_id()
-        return ok({"nodes": [node_json(n, st, keys) for n in nodes]})
+        # node_json's bytes, from pieces cached per node record (api_nodes.py)
+        body = node_list.body(st, nodes, keys, complete=not request.args.get("user"))
+        return Response(body, status=200, content_type="application/json")
 
     @bp.get("/node/<nid>")
     async def get_node(nid: str):
