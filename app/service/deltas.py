@@ -37,7 +37,7 @@ class Flush:
         self.routes_move = ch.policy or not st.routers.isdisjoint(ch.peers_changed | ch.peers_removed)
         self.about = ch.self_changed | ch.peers_changed | ch.peers_removed | set(ch.online) | set(ch.patches)
         self.candidates = ch.peers_changed | ch.peers_removed
-        self._diffs: dict[tuple[int, int], tuple[Any, Any, set[int], set[int]]] = {}
+        self._diffs: dict[tuple[int, ...], tuple[Any, Any, Any, Any]] = {}
         self._groups: dict[tuple[int, int, int], tuple[Any, ...]] = {}
         self._frames: dict[bytes, bytes] = {}
 
@@ -69,6 +69,17 @@ class Flush:
                 added = {p for p in c if p in new and p not in old}
                 removed = {p for p in c if p in old and p not in new}
             hit = self._diffs[key] = (old, new, added, removed)   # the sets held: ids stay unique
+        return hit[2], hit[3]
+
+    def extra_diff(self, old: frozenset[int], new: frozenset[int]) -> tuple[frozenset[int], frozenset[int]]:
+        """(added, removed) between two extra-peer sets; the policy shares them per user and
+        keeps them across compilations when unchanged, so this is once per pair per flush."""
+        if old is new:
+            return _EMPTY, _EMPTY
+        key = (id(old), id(new), 1)
+        hit = self._diffs.get(key)
+        if hit is None:
+            hit = self._diffs[key] = (old, new, new - old, old - new)   # the sets held: ids stay unique
         return hit[2], hit[3]
 
     # ---- per session ------------------------------------------------------------------------
@@ -113,8 +124,9 @@ class Flush:
 
         b_added, b_removed = self.base_diff(old_base, base)
         if extra or old_extra:
-            added = {p for p in b_added | (extra - old_extra) if seen_now(p) and not seen_before(p)}
-            removed = {p for p in b_removed | (old_extra - extra) if seen_before(p) and not seen_now(p)}
+            e_added, e_removed = self.extra_diff(old_extra, extra)
+            added = {p for p in b_added | e_added if seen_now(p) and not seen_before(p)}
+            removed = {p for p in b_removed | e_removed if seen_before(p) and not seen_now(p)}
         else:
             added = {p for p in b_added if p != nid and p not in ch.peers_removed}
             removed = {p for p in b_removed if p != nid}
@@ -146,9 +158,10 @@ class Flush:
                 session.sent_capmap = caps
             if ch.policy:
                 rules = st.policy.filter_rules(nid)
-                if rules != session.sent_filter:
-                    out["PacketFilters"] = {"base": rules}
-                    session.sent_filter = rules
+                if rules is not session.sent_filter:
+                    if rules != session.sent_filter:
+                        out["PacketFilters"] = {"base": rules}
+                    session.sent_filter = rules   # equal or not: held by identity from now on
                 ssh = st.policy.ssh_policy(nid)
                 if ssh != session.sent_ssh:
                     out["SSHPolicy"] = ssh if ssh is not None else {"rules": []}

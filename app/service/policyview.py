@@ -131,17 +131,20 @@ class CompiledView:
 
 
 def compile_view(source: str | None, users: list[User], nodes: list[Node], server_url: str,
-                 *, run_tests: bool = True) -> PolicyView:
+                 *, run_tests: bool = True, previous: PolicyView | None = None) -> PolicyView:
     """Parse and compile ``source`` (None = no policy). Raises app.core.policy.PolicyError.
 
     The policy's own ``tests`` run when a policy is set or reloaded (``run_tests``), not on
-    every recompilation after a node or user change.
+    every recompilation after a node or user change. ``previous`` is the view this one will
+    replace: what is still valid in it is reused (app.core.policy.compile_policy).
     """
     if source is None:
         return AllowAll()
     from app.core.policy import compile_policy
 
-    return CompiledView(compile_policy(_parsed(source), users, nodes, server_url=server_url, run_tests=run_tests))
+    prev = previous.compiled if isinstance(previous, CompiledView) else None
+    return CompiledView(compile_policy(_parsed(source), users, nodes, server_url=server_url, run_tests=run_tests,
+                                       previous=prev))
 
 
 @functools.lru_cache(maxsize=4)

@@ -91,14 +91,16 @@ class State:
 
     async def load_policy(self, source: str | None, updated: datetime | None = None) -> None:
         """Install a policy (None = allow-all). Raises PolicyError on a bad policy."""
-        view = compile_view(source, list(self.users.values()), list(self.nodes.values()), self.cfg.server_url)
+        view = compile_view(source, list(self.users.values()), list(self.nodes.values()), self.cfg.server_url,
+                            previous=self.policy)
         self.policy_source = source
         self.policy_updated = updated
         self.policy = view
         self._emit(Change(policy=True))
 
     def check_policy(self, source: str) -> None:
-        compile_view(source, list(self.users.values()), list(self.nodes.values()), self.cfg.server_url)
+        compile_view(source, list(self.users.values()), list(self.nodes.values()), self.cfg.server_url,
+                     previous=self.policy)
 
     # ---- in-memory bookkeeping -------------------------------------------------------------
 
@@ -182,7 +184,7 @@ class State:
         try:
             self.policy = compile_view(
                 self.policy_source, list(self.users.values()), list(self.nodes.values()), self.cfg.server_url,
-                run_tests=False,
+                run_tests=False, previous=self.policy,
             )
         except Exception as exc:  # noqa: BLE001 - a policy that stops compiling keeps the previous view
             log.warning("policy no longer compiles against current nodes/users: %s", exc)

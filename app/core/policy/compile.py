@@ -125,10 +125,12 @@ class CompiledPolicy:
     """Everything a map response needs from the policy, per node (see module docstring)."""
 
     def __init__(self, policy: Policy | None, users: Sequence[User], nodes: Sequence[Node], *,
-                 server_url: str = "") -> None:
+                 server_url: str = "", previous: CompiledPolicy | None = None) -> None:
         self.policy = policy
         self.server_url = server_url.rstrip("/")
-        self.tailnet = Tailnet(users, nodes)
+        self.tailnet = Tailnet.reuse(previous.tailnet, users, nodes) if previous is not None else None
+        if self.tailnet is None:
+            self.tailnet = Tailnet(users, nodes)
         # No policy at all: the literal allow-all filter (PROTOCOL.md §5.4).
         self.allow_all = policy is None
         self._resolved: dict[Alias, Resolved] = {}
@@ -166,6 +168,17 @@ class CompiledPolicy:
         self._ssh_cache: dict[int, dict[str, Any] | None] = {}
         self._capmaps: dict[int, dict[str, Any]] | None = None
         self._ssh: Any = None
+        self._own_cache: dict[tuple[int, tuple[bool, ...]], frozenset[int]] = {}
+        self._filter_by_sig: dict[tuple[int, ...], list[Rule]] = {}
+        # Results equal to the previous compilation's are handed out as the previous objects,
+        # so sessions holding them see "unchanged" by identity (no diff, no re-encoding).
+        # Only the objects are kept, never the previous CompiledPolicy itself.
+        self._prev_sets: dict[frozenset[int], frozenset[int]] = {}
+        self._prev_filters: dict[int, list[Rule]] = {}
+        if previous is not None:
+            for s in (*previous._peer_sets.values(), *previous._own_cache.values()):
+                self._prev_sets.setdefault(s, s)
+            self._prev_filters = dict(previous._filters)
         self._compile()
 
     # ------------------------------------------------------------------
@@ -529,13 +542,28 @@ class CompiledPolicy:
         if node_id not in self.tailnet.nodes:
             raise KeyError(node_id)
         out = ALLOW_ALL if self.allow_all else self._build_filter(node_id)
+        prev = self._prev_filters.pop(node_id, None)
+        if prev is not None and prev is not out and prev == out:
+            out = prev
         self._filters[node_id] = out
         return out
 
     def _build_filter(self, nid: int) -> list[Rule]:
+        own = self._node_entries.get(nid, [])
+        if self._cap_universal or nid in self._node_caps or self.self_rules_for(nid) or self.via_rules(nid):
+            return self._assemble_filter(nid, own)
+        # The filter depends only on which entries the node keeps: nodes keeping the same
+        # entries share one list (an allow-all style policy: one list for the tailnet).
+        sig = tuple(own)
+        out = self._filter_by_sig.get(sig)
+        if out is None:
+            out = self._filter_by_sig[sig] = self._assemble_filter(nid, own)
+        return out
+
+    def _assemble_filter(self, nid: int, own: list[int]) -> list[Rule]:
         kept: dict[int, list[int]] = defaultdict(list)
         mask = (1 << _EBITS) - 1
-        for eid in sorted(self._universal + self._node_entries.get(nid, [])):
+        for eid in sorted(self._universal + own):
             kept[eid >> _EBITS].append(eid & mask)
         out: list[Rule] = []
         for ri in sorted(set(kept) | set(self._cap_universal) | set(self._node_caps.get(nid, ()))):
@@ -703,8 +731,7 @@ class CompiledPolicy:
         node sees (base | extra) - {node_id}. Callers hold the shared base, not a copy."""
         if node_id not in self.tailnet.nodes:
             raise KeyError(node_id)
-        own = self._own_edges(node_id)
-        return self._peer_base(node_id), frozenset(own) if own else _NO_PEERS
+        return self._peer_base(node_id), self._own_edges(node_id)
 
     def _peer_base(self, node_id: int) -> frozenset[int]:
         """Peers from the global matchers, shared by nodes in the same matcher groups."""
@@ -718,20 +745,34 @@ class CompiledPolicy:
                 out |= self._src_groups[key]
             for key in dst_keys:
                 out |= self._dst_groups[key]
-            base = self._peer_sets[sig] = frozenset(out)
+            base = self._peer_sets[sig] = self._interned(frozenset(out))
         return base
 
-    def _own_edges(self, node_id: int) -> set[int]:
-        """Peers particular to the node: same-user devices via autogroup:self, via routers."""
-        out = set(self._extra_edges.get(node_id, ()))
+    def _interned(self, s: frozenset[int]) -> frozenset[int]:
+        """The previous compilation's equal set if there is one (see ``__init__``)."""
+        return self._prev_sets.get(s, s)
+
+    def _own_edges(self, node_id: int) -> frozenset[int]:
+        """Peers particular to the node: same-user devices via autogroup:self, via routers.
+
+        The autogroup:self part is one set per user and position (which of the user's self
+        grants the node is a source of), shared by the user's nodes in that position."""
+        via = self._extra_edges.get(node_id)
         uid = self.tailnet.owner_of(node_id) if self._self_grants else None
-        if uid is not None:
-            for srcs in self._self_sources(uid):
+        if uid is None:
+            return frozenset(via) if via else _NO_PEERS
+        sources = self._self_sources(uid)
+        key = (uid, tuple(node_id in srcs for srcs in sources))
+        shared = self._own_cache.get(key)
+        if shared is None:
+            out: set[int] = set()
+            for srcs in sources:
                 if srcs:
                     out.update(srcs)
                     if node_id in srcs:
                         out.update(self.tailnet.user_nodes(uid))
-        return out
+            shared = self._own_cache[key] = self._interned(frozenset(out)) if out else _NO_PEERS
+        return shared | via if via else shared
 
     def _peers_digest(self, node_id: int) -> int:
         """Order-independent hash of ``peers(node_id)`` built from the shared base set's."""
@@ -972,11 +1013,16 @@ def _host_net(ip: str) -> Network:
 
 
 def compile_policy(policy: Policy | None, users: Sequence[User], nodes: Sequence[Node], *,
-                   server_url: str = "", run_tests: bool = True) -> CompiledPolicy:
+                   server_url: str = "", run_tests: bool = True,
+                   previous: CompiledPolicy | None = None) -> CompiledPolicy:
     """Compile for these users and nodes. Ambiguous user references raise ``PolicyError``;
     with ``run_tests`` so do failing ``tests``/``sshTests`` (pass False when loading a
-    stored policy at boot, where a stale test must not lock the server out)."""
-    compiled = CompiledPolicy(policy, users, nodes, server_url=server_url)
+    stored policy at boot, where a stale test must not lock the server out).
+
+    ``previous`` (the compilation this one replaces) only lends what is still valid: its
+    tailnet indexes when users and nodes are the same objects, and its result objects where
+    the new results are equal, so unchanged views keep their identity."""
+    compiled = CompiledPolicy(policy, users, nodes, server_url=server_url, previous=previous)
     if policy is not None:
         problems = _ambiguous_users(compiled)
         if run_tests and (policy.tests or policy.ssh_tests):

@@ -98,6 +98,20 @@ class Tailnet:
         self.exit_nodes = frozenset(self.exit_routes)
         self._user_cache: dict[str, int | None] = {}
 
+    @classmethod
+    def reuse(cls, previous: Tailnet, users: Sequence[User], nodes: Sequence[Node]) -> Tailnet | None:
+        """``previous`` itself when it was built from these very user and node objects (a
+        policy change: nothing about the tailnet moved), else None. Records are immutable,
+        so identity means equality, and every index here is a function of them."""
+        if len(users) != len(previous.users) or len(nodes) != len(previous.nodes):
+            return None
+        if any(a is not b for a, b in zip(users, previous.users)):
+            return None
+        have = previous.nodes
+        if any(nid != n.id or have[nid] is not n for n, nid in zip(nodes, previous.order)):
+            return None
+        return previous
+
     # --- users ---------------------------------------------------------
     def user_matches(self, token: str) -> list[User]:
         """headscale ``resolveUser``: provider identifier first, then email or name.
