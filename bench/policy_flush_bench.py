@@ -124,17 +124,18 @@ async def run(n_nodes: int, profile: str | None, match: str = "") -> dict[str, A
             for rep, port in enumerate((1001, 1002)):
                 text = json.dumps({"acls": [{"action": "accept", "src": ["*"], "dst": [f"*:{port}"]}]})
                 await clock.astep(f"allow-all policy set {rep + 1}: compile",
-                                  lambda: st.load_policy(text), profile)
+                                  lambda text=text: st.load_policy(text), profile)
                 clock.step(f"allow-all policy set {rep + 1}: flush", batcher.flush, profile)
                 drain()
             for rep, port in enumerate((2001, 2002)):
                 await clock.astep(f"user policy set {rep + 1}: compile",
-                                  lambda: st.load_policy(user_policy(port)), profile)
+                                  lambda port=port: st.load_policy(user_policy(port)), profile)
                 clock.step(f"user policy set {rep + 1}: flush", batcher.flush, profile)
                 drain()
             ids = sorted(st.nodes)
             for rep, nid in enumerate(ids[1:4]):
-                await clock.astep(f"tag change {rep + 1}: state", lambda: st.set_tags(nid, [TAGS[rep]]), profile)
+                await clock.astep(f"tag change {rep + 1}: state", lambda nid=nid, rep=rep: st.set_tags(nid, [TAGS[rep]]),
+                                  profile)
                 clock.step(f"tag change {rep + 1}: flush", batcher.flush, profile)
                 drain()
 
