@@ -124,12 +124,23 @@ class Flush:
 
         b_added, b_removed = self.base_diff(old_base, base)
         if extra or old_extra:
+            # seen_now / seen_before over the candidates, in set operations (a policy change
+            # can put thousands of candidates in front of every session)
             e_added, e_removed = self.extra_diff(old_extra, extra)
-            added = {p for p in b_added | e_added if seen_now(p) and not seen_before(p)}
-            removed = {p for p in b_removed | e_removed if seen_before(p) and not seen_now(p)}
+            gone = ch.peers_removed
+            cand = b_added | e_added
+            now = ((cand & base) | (cand & extra)) - gone
+            added = now - ((now & old_base) | (now & old_extra))
+            cand = b_removed | e_removed
+            before = (cand & old_base) | (cand & old_extra)
+            removed = before - (((before & base) | (before & extra)) - gone)
+            added.discard(nid)
+            removed.discard(nid)
         else:
-            added = {p for p in b_added if p != nid and p not in ch.peers_removed}
-            removed = {p for p in b_removed if p != nid}
+            added = b_added - ch.peers_removed
+            removed = set(b_removed)
+            added.discard(nid)
+            removed.discard(nid)
         removed |= {p for p in ch.peers_removed if seen_before(p)}
         added = {p for p in added if p in st.nodes}
         out: dict[str, Any] = {}
