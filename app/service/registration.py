@@ -19,6 +19,7 @@ from app.core.hostinfo import valid_prefix
 from app.core.map.builder import user_profile
 from app.core.model import Node, RegisterMethod, User
 from app.core.tailcfg import go_time
+from app.service.admissions import Admission, Admissions, RegisterError, check_key, tags_refused
 from app.service.changes import Change
 from app.service.state import State
 from app.store.errors import StoreError
@@ -26,10 +27,6 @@ from app.store.errors import StoreError
 log = logging.getLogger("headscale.register")
 
 PENDING_TTL = 15 * 60
-
-
-class RegisterError(Exception):
-    """A refusal shown to the user as RegisterResponse.Error."""
 
 
 @dataclasses.dataclass
@@ -50,6 +47,7 @@ class Registrar:
     def __init__(self, state: State) -> None:
         self.state = state
         self.pending: dict[str, Pending] = {}
+        self.admissions = Admissions(state)
 
     # ---- public entry ----------------------------------------------------------------------
 
@@ -151,64 +149,16 @@ class Registrar:
             key = await st.db.validate_pre_auth_key(auth_key)
         except StoreError:
             raise RegisterError("invalid pre auth key") from None
-        owner = key.user_id
         # A node re-running `tailscale up --authkey` with the same node key skips validation.
         if node is not None and node.auth_key_id == key.id and not node.is_expired(now):
             return self._response(node)
-        self._check_key(key, now)
-
-        async with st.lock:
-            # Checked again under the lock: a concurrent registration may have used it meanwhile.
-            key = await st.db.get_pre_auth_key(key.id)
-            self._check_key(key, now)
-            # Same machine and owner: update the existing node instead of creating another.
-            existing = None
-            if old_key:
-                existing = st.node_by_key(old_key)
-            if existing is None:
-                # headscale keys a node by (machine key, owner); tagged nodes by machine key and tags.
-                tags_wanted = tuple(sorted(set(key.tags)))
-                existing = next((n for n in st.nodes_of_machine(machine_key)
-                                 if (n.tags == tags_wanted if tags_wanted else n.user_id == owner)), None)
-            tags = tuple(sorted(set(key.tags)))
-            node_expiry = self._node_expiry(expiry, tagged=bool(tags))
-            hostname = str(hostinfo.get("Hostname") or "node")
-            if existing is not None and existing.machine_key == machine_key:
-                updated = dataclasses.replace(
-                    existing, node_key=node_key, hostinfo=hostinfo or existing.hostinfo, auth_key_id=key.id,
-                    expiry=node_expiry, tags=tags or existing.tags, register_method=RegisterMethod.AUTH_KEY,
-                    user_id=None if tags else owner, ephemeral=key.ephemeral,
-                )
-                change = Change(peers_changed={existing.id}, self_changed={existing.id})
-                node = await st.replace_node(updated, change, policy=True)
-            else:
-                if hostinfo.get("RequestTags"):
-                    # headscale 0.28: a pre-auth key's node gets the key's tags, never requested ones.
-                    raise RegisterError(_tags_refused(hostinfo["RequestTags"]))
-                node = await st.create_node(Node(
-                    id=0, machine_key=machine_key, node_key=node_key, hostname=hostname,
-                    user_id=None if tags else owner, hostinfo=hostinfo or None,
-                    register_method=RegisterMethod.AUTH_KEY, tags=tags, auth_key_id=key.id,
-                    expiry=node_expiry, ephemeral=key.ephemeral,
-                ))
-            if not key.reusable:
-                await st.db.use_pre_auth_key(key.id)
-            elif not key.used:
-                try:
-                    await st.db.use_pre_auth_key(key.id)
-                except StoreError:
-                    pass  # a reusable key only records that it was used once
+        check_key(key, now)
+        # Decided and committed with the other registrations of its batch (admissions.py).
+        node = await self.admissions.admit(Admission(
+            machine_key, node_key, old_key, key.id, hostinfo,
+            lambda tagged: self._node_expiry(expiry, tagged=tagged)))
         log.info("node %s registered with pre-auth key %s", node.id, key.masked)
         return self._response(node)
-
-    @staticmethod
-    def _check_key(key, now: datetime) -> None:
-        if key.revoked:
-            raise RegisterError("authkey revoked")
-        if key.is_expired(now):
-            raise RegisterError("authkey expired")
-        if key.used and not key.reusable:
-            raise RegisterError("authkey already used")
 
     def _node_expiry(self, requested: datetime | None, *, tagged: bool) -> datetime | None:
         if tagged:
@@ -336,7 +286,7 @@ class Registrar:
                      hostname=str(pending.hostinfo.get("Hostname") or "node"), user_id=user.id)
         rejected = [t for t in requested if not self.state.policy.node_can_have_tag(probe, t)]
         if rejected:
-            reason = _tags_refused(rejected)
+            reason = tags_refused(rejected)
             pending.rejected, pending.error = True, reason
             pending.done.set()
             log.info("login refused for %s: %s", keys.short(pending.machine_key), reason)
@@ -356,7 +306,3 @@ class Registrar:
         pending.done.set()
         return pending
 
-
-def _tags_refused(tags: list[str] | tuple[str, ...]) -> str:
-    """Tailscale's (and headscale's) wording, which clients show as the login error."""
-    return f"requested tags [{' '.join(tags)}] are invalid or not permitted"

@@ -410,6 +410,34 @@ class State:
             self.release_addresses(v4, v6)
             raise
 
+    async def create_nodes(self, nodes: list[Node]) -> list[Node]:
+        """``create_node`` for several nodes, committed together (caller holds the lock): one
+        transaction, one sync, one policy refresh and one Change for a registration burst.
+        All or none: on failure every address is released and nothing is in memory."""
+        given: set[str] = set()
+        ready: list[Node] = []
+        try:
+            for node in nodes:
+                v4, v6 = self.allocate_addresses()
+                ready.append(dataclasses.replace(node, ipv4=v4, ipv6=v6))
+                name = names.unique_label(names.sanitize_hostname(node.hostname),
+                                          _NamesTakenBy(self.by_name, None, given))
+                given.add(name)
+                ready[-1] = dataclasses.replace(ready[-1], given_name=name, created_at=self.now(),
+                                                updated_at=self.now())
+            stored = await self.db.insert_nodes(ready)
+        except BaseException:
+            for n in ready:
+                self.release_addresses(n.ipv4, n.ipv6)
+            raise
+        out = [dataclasses.replace(n, ephemeral=n.auth_key_id in self.ephemeral_keys) for n in stored]
+        for n in out:
+            self._put(n)
+        self._recompute_routes()
+        policy = self._refresh_policy_nodes()
+        self._emit(Change(peers_changed={n.id for n in out}, policy=policy))
+        return out
+
     async def insert_node(self, node: Node) -> Node:
         """Persist a new node (caller holds the lock) and announce it."""
         node = await self.db.insert_node(node)
@@ -581,12 +609,14 @@ class State:
 
 
 class _NamesTakenBy:
-    """``name in taken``: held by a node other than ``node_id`` (no copy of the name index)."""
+    """``name in taken``: held by a node other than ``node_id`` (no copy of the name index), or
+    in ``also`` (names given earlier in the same batch)."""
 
-    def __init__(self, by_name: dict[str, int], node_id: int | None) -> None:
+    def __init__(self, by_name: dict[str, int], node_id: int | None, also: set[str] | None = None) -> None:
         self.by_name = by_name
         self.node_id = node_id
+        self.also = also or set()
 
     def __contains__(self, name: object) -> bool:
         holder = self.by_name.get(name)  # type: ignore[arg-type]
-        return holder is not None and holder != self.node_id
+        return (holder is not None and holder != self.node_id) or name in self.also

@@ -152,6 +152,29 @@ class NodeQueries(QueryBase):
             raise integrity_error(exc, "node") from None
         return await self.get_node(node_id)
 
+    async def insert_nodes(self, nodes: list[Node]) -> list[Node]:
+        """Insert several nodes in ONE transaction (one commit, so one WAL sync): the group
+        commit of a registration burst. All or none; returns them as stored, in order."""
+        if not nodes:
+            return []
+        now = format_time(self._now())
+        cols = ", ".join(_WRITE_COLUMNS)
+        marks = ", ".join("?" for _ in _WRITE_COLUMNS)
+        sql = f"INSERT INTO nodes ({cols}, created_at, updated_at) VALUES ({marks}, ?, ?)"
+        ids: list[int] = []
+        try:
+            async with self._write() as conn:
+                for node in nodes:
+                    created = format_time(node.created_at) if node.created_at else now
+                    cur = await conn.execute(sql, (*_values(node), created, now))
+                    ids.append(int(cur.lastrowid or 0))
+                rows = await conn.execute_fetchall(
+                    f"{_SELECT} WHERE n.id IN ({', '.join('?' for _ in ids)})", tuple(ids))
+        except IntegrityErrors as exc:
+            raise integrity_error(exc, "node") from None
+        by_id = {r[0]: r for r in rows}
+        return [node_from_row(by_id[i]) for i in ids]
+
     async def update_node(self, node: Node) -> Node:
         """Write every field of ``node`` (by id; not created_at) and return the stored record."""
         sets = ", ".join(f"{c} = ?" for c in _WRITE_COLUMNS)

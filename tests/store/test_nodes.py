@@ -55,6 +55,22 @@ async def test_insert_get_roundtrip(db, clock):
     assert not stored.ephemeral
 
 
+async def test_insert_many_in_one_transaction(db, clock):
+    """insert_nodes (the registration group commit): every record as insert_node would store
+    it, in order; a record that cannot be written leaves none of the batch behind."""
+    user = await db.create_user("alice")
+    nodes = [make_node(n, user.id, created_at=None) for n in (1, 2, 3)]
+    stored = await db.insert_nodes(nodes)
+    assert [s.id for s in stored] == [1, 2, 3]
+    for s, n in zip(stored, nodes, strict=True):
+        assert s == await db.get_node(s.id)
+        assert (s.node_key, s.ipv4, s.hostinfo, s.created_at) == (n.node_key, n.ipv4, n.hostinfo, T0)
+    assert await db.insert_nodes([]) == []
+    with pytest.raises(NotFound):
+        await db.insert_nodes([make_node(4, user.id), make_node(5, 999)])
+    assert [n.id for n in await db.list_nodes()] == [1, 2, 3]
+
+
 async def test_columns_are_stored_as_headscale_stores_them(db):
     user = await db.create_user("alice")
     await db.insert_node(make_node(1, user.id, expiry=datetime(2026, 6, 1, 0, 0, 0, 500000, tzinfo=UTC)))
