@@ -36,3 +36,19 @@ def test_control_bench_prints_its_figures():
     # every node reconnects to the restarted server and gets its first full map again
     assert re.search(r"restart storm: 20 of 20 nodes had their first full map [\d.]+ s after the server started",
                      text), text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_control_bench_only_register():
+    """--only-register: registration and the admin API listing, no map streams."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.control_bench", "--nodes", "20", "--only-register", "--timeout", "50"],
+        cwd=ROOT, capture_output=True, text=True, timeout=55, check=False,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = out.stdout
+    assert re.search(r"registration: 20 ok, 0 failed in [\d.]+ s \([\d.]+/s", text), text
+    assert re.search(r"GET /api/v1/node over 20 nodes: [\d.]+ ms; `headscale nodes list`: [\d.]+ ms \(exit 0, "
+                     r"41 lines\)", text), text
+    assert "ramp:" not in text and "change propagation" not in text, text
