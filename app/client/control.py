@@ -22,10 +22,53 @@ import h2.settings
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from app.client.h2inbound import Data, Inbound
 from app.client.wsclient import open_websocket
 from app.core import keys
 from app.core.map.wire import FrameReader
 from app.core.noise import Initiator, NoiseTransport, reply_size, split_early_payload
+
+WINDOW = 1 << 22   # receive window per stream and (on top of the initial 64 KiB) per connection
+
+
+class _DirectReader(asyncio.StreamReader):
+    """A StreamReader for the handshake; then ``divert`` hands every later byte straight to a
+    callback as it arrives (what was already buffered first), and the end of the connection
+    to another."""
+
+    _sink: Any = None
+    _on_end: Any = None
+
+    def divert(self, sink: Any, on_end: Any) -> None:
+        self._sink, self._on_end = sink, on_end
+        pending = bytes(self._buffer)
+        self._buffer.clear()
+        if pending:
+            self._deliver(pending)
+        if self.at_eof() or self.exception() is not None:
+            on_end()
+
+    def _deliver(self, data: bytes) -> None:
+        try:
+            self._sink(data)
+        except Exception:  # noqa: BLE001 - a broken server stream ends this connection, as a read loop would
+            self._on_end()
+
+    def feed_data(self, data: bytes) -> None:
+        if self._sink is None:
+            super().feed_data(data)
+        elif data:
+            self._deliver(data)
+
+    def feed_eof(self) -> None:
+        super().feed_eof()
+        if self._on_end is not None:
+            self._on_end()
+
+    def set_exception(self, exc: BaseException) -> None:
+        super().set_exception(exc)
+        if self._on_end is not None:
+            self._on_end()
 
 
 def public_of(private: bytes) -> bytes:
@@ -73,6 +116,8 @@ class ControlClient:
         self.writer: asyncio.StreamWriter | None = None
         self.streams: dict[int, StreamState] = {}
         self._reader_task: asyncio.Task | None = None
+        self.inbound: Inbound | None = None
+        self._pending_early: bytes | None = b""   # early payload bytes until it is complete
         self.closed = asyncio.Event()
         self.early: Any = None
 
@@ -93,13 +138,19 @@ class ControlClient:
                                                          self.server_name)
         init = Initiator(self.machine_private, server_public, self.version, keys.new_private())
         hs = base64.b64encode(init.initiation()).decode()
+        direct: _DirectReader | None = None
         if self.websocket:
             target = "/ts2021?" + urlencode({"X-Tailscale-Handshake": hs})
             reader, writer = await open_websocket(self.host, self.port, target, "tailscale-control-protocol",
                                                   self.tls, self.server_name)
         else:
-            reader, writer = await asyncio.open_connection(
-                self.host, self.port, ssl=self.tls, server_hostname=(self.server_name or self.host) if self.tls else None)
+            loop = asyncio.get_running_loop()
+            reader = direct = _DirectReader(loop=loop)
+            protocol = asyncio.StreamReaderProtocol(direct, loop=loop)
+            sock_transport, _ = await loop.create_connection(
+                lambda: protocol, self.host, self.port, ssl=self.tls,
+                server_hostname=(self.server_name or self.host) if self.tls else None)
+            writer = asyncio.StreamWriter(sock_transport, protocol, direct, loop)
             writer.write(
                 f"POST /ts2021 HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: tailscale-control-protocol\r\n"
                 f"Connection: upgrade\r\nX-Tailscale-Handshake: {hs}\r\n\r\n".encode()
@@ -117,47 +168,68 @@ class ControlClient:
         cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         self.conn = h2.connection.H2Connection(config=cfg)
         self.conn.local_settings = h2.settings.Settings(
-            client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 22})
+            client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW})
         self.conn.initiate_connection()
-        self.conn.increment_flow_control_window(1 << 22)
+        self.conn.increment_flow_control_window(WINDOW)
+        self.inbound = Inbound(self.conn, WINDOW + 65535, WINDOW)
         self._flush()
-        self._reader_task = asyncio.create_task(self._read_loop(reader))
+        if direct is not None:
+            # From here on the socket's bytes are handled as they arrive, in the event loop's
+            # callback: no reader task to wake per message.
+            direct.divert(self._on_bytes, self._on_closed)
+        else:
+            self._reader_task = asyncio.create_task(self._read_loop(reader))
 
     def _flush(self) -> None:
         assert self.conn is not None and self.transport is not None and self.writer is not None
-        data = self.conn.data_to_send()
+        data = self.inbound.data_to_send() if self.inbound is not None else self.conn.data_to_send()
         if data:
             self.writer.write(self.transport.encrypt(data))
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        assert self.conn is not None and self.transport is not None
-        pending_early = b""
-        early_done = False
+    async def _read_loop(self, reader: Any) -> None:
         try:
             while True:
                 data = await reader.read(65536)
                 if not data:
                     break
-                for plain in self.transport.receive_data(data):
-                    if not early_done:
-                        pending_early += plain
-                        split = split_early_payload(pending_early)
-                        if split is None:
-                            continue
-                        self.early, plain = split
-                        early_done = True
-                    if not plain:
-                        continue
-                    for ev in self.conn.receive_data(plain):
-                        self._on_event(ev)
-                    self._flush()
+                self._on_bytes(data)
         except (ConnectionError, OSError):
             pass
         finally:
-            self.closed.set()
-            for s in self.streams.values():
-                s.headers_ready.set()
-                s.data.put_nowait(None)
+            self._on_closed()
+
+    def _on_bytes(self, data: bytes) -> None:
+        """Bytes from the server: Noise records -> early payload, then HTTP/2."""
+        assert self.inbound is not None and self.transport is not None
+        plain = b"".join(self.transport.receive_data(data))
+        if self._pending_early is not None:
+            self._pending_early += plain
+            split = split_early_payload(self._pending_early)
+            if split is None:
+                return
+            self.early, plain = split
+            self._pending_early = None
+        if not plain:
+            return
+        streams = self.streams
+        for item in self.inbound.receive(plain):
+            if item.__class__ is Data:
+                s = streams.get(item.stream_id)   # type: ignore[attr-defined]
+                if s is not None:
+                    s.data.put_nowait(item.data)   # type: ignore[attr-defined]
+            else:
+                self._on_event(item)
+        self._flush()
+
+    def _on_closed(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        if self.writer is not None:
+            self.writer.close()
+        for s in self.streams.values():
+            s.headers_ready.set()
+            s.data.put_nowait(None)
 
     def _on_event(self, ev: Any) -> None:
         assert self.conn is not None
@@ -172,6 +244,8 @@ class ControlClient:
             if s is not None:
                 s.data.put_nowait(ev.data)
         elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+            if self.inbound is not None:
+                self.inbound.forget(ev.stream_id)
             s = self.streams.get(ev.stream_id)
             if s is not None:
                 s.headers_ready.set()
@@ -262,6 +336,9 @@ class ControlClient:
                 c = await st.data.get()
                 if c is None:
                     return
+                if not buf and len(c) >= 4 and len(c) == 4 + int.from_bytes(c[:4], "little"):
+                    yield c[4:]   # the common case: one whole message in one DATA frame
+                    continue
                 buf += c
                 while len(buf) >= 4:
                     n = int.from_bytes(buf[:4], "little")
@@ -281,6 +358,8 @@ class ControlClient:
             self.conn.reset_stream(sid)
             self._flush()
         self.streams.pop(sid, None)
+        if self.inbound is not None:
+            self.inbound.forget(sid)
 
     async def close(self) -> None:
         if self._reader_task is not None:

@@ -136,23 +136,44 @@ class ControlRoutes:
                 keepalive_timer = loop.call_later(session.next_keepalive(), keepalive_due)
 
             keepalive_timer = loop.call_later(session.next_keepalive(), keepalive_due)
-            while not session.closed.is_set():
-                item = await session.queue.get()
-                if item is KEEPALIVE:
-                    await resp.send(KEEPALIVE)
-                    SENT_KEEPALIVE.inc()
-                    continue
-                if session.closed.is_set() or node_id not in st.nodes:
-                    break
-                if session.needs_full:
-                    while not session.queue.empty():
-                        session.queue.get_nowait()
-                    await resp.send(self.mapper.full_map_frame(session))
-                    metrics.MAP_SENT.labels("full").inc()
-                elif item:
-                    await resp.send(item)
-                    SENT_DELTA.inc()
-                session.messages_sent += 1
+            queue = session.queue
+            ending = False
+            while not ending and not session.closed.is_set():
+                item = await queue.get()
+                # Everything queued meanwhile goes out in the same write: messages are
+                # length-prefixed, so a joined batch is the same bytes on the wire.
+                batch: list[bytes] = []
+                deltas = keepalives = 0
+                while True:
+                    if item is KEEPALIVE:
+                        batch.append(item)
+                        keepalives += 1
+                    elif session.closed.is_set() or node_id not in st.nodes:
+                        batch, ending = [], True   # replaced or deleted: not a word more
+                        break
+                    elif session.needs_full:
+                        # Behind or resynchronising: what was queued is superseded by a full map.
+                        while not queue.empty():
+                            queue.get_nowait()
+                        batch = [self.mapper.full_map_frame(session)]
+                        deltas = keepalives = 0
+                        metrics.MAP_SENT.labels("full").inc()
+                        session.messages_sent += 1
+                        break
+                    else:
+                        if item:
+                            batch.append(item)
+                            deltas += 1
+                        session.messages_sent += 1
+                    if queue.empty():
+                        break
+                    item = queue.get_nowait()
+                if batch:
+                    await resp.send(batch[0] if len(batch) == 1 else b"".join(batch))
+                if deltas:
+                    SENT_DELTA.inc(deltas)
+                if keepalives:
+                    SENT_KEEPALIVE.inc(keepalives)
         except StreamClosed:
             pass
         finally:

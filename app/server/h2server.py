@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,8 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+from h2.connection import ConnectionState
+from h2.stream import StreamState
 
 from app.server import logguard
 
@@ -45,6 +48,28 @@ class Request:
 
 class StreamClosed(Exception):
     pass
+
+
+_SENDING = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE})   # may carry DATA
+_FRAME_HEAD = struct.Struct(">IBI")   # (24-bit length << 8 | type 0 = DATA), flags, stream id
+
+
+def _data_frames(view: memoryview, stream_id: int, max_frame: int) -> list[bytes | memoryview]:
+    """DATA frames (no flags, no padding) carrying ``view``: header, payload, header, ...
+
+        +-----------------------------------------------+
+        | length (24) | type=0x0 (8) | flags=0x0 (8)    |
+        | R (1) | stream id (31)                        |
+        | payload (length bytes)                        |
+        +-----------------------------------------------+   (RFC 9113 4.1, 6.1)
+    """
+    out: list[bytes | memoryview] = []
+    full_head = _FRAME_HEAD.pack(max_frame << 8, 0, stream_id)
+    for pos in range(0, len(view), max_frame):
+        chunk = view[pos:pos + max_frame]
+        out.append(full_head if len(chunk) == max_frame else _FRAME_HEAD.pack(len(chunk) << 8, 0, stream_id))
+        out.append(chunk)
+    return out
 
 
 class Response:
@@ -229,36 +254,55 @@ class H2Server:
             ev.set()
 
     async def send_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        """Send ``data`` on a response stream in DATA frames, waiting for flow-control window.
+
+        Frames the window allows are written at once: one encrypt and one socket write per
+        message however many 16 KiB frames it spans. DATA frames that do not end the stream are
+        framed here rather than by h2 (its per-frame objects, copies and checks cost more than
+        the encryption of a small map delta); they change no h2 state but the two send windows,
+        which are debited exactly as h2 does. The frame that ends the stream goes through h2.
+        """
         view = memoryview(data)
         while True:
             if self.closed:
                 raise StreamClosed()
+            conn = self.conn
+            stream = conn.streams.get(stream_id)
+            if stream is None or stream.state_machine.state not in _SENDING \
+                    or conn.state_machine.state is ConnectionState.CLOSED:
+                raise StreamClosed()
+            window = min(conn.outbound_flow_control_window, stream.outbound_flow_control_window)
             if not view:
                 if end:
-                    self.conn.end_stream(stream_id)
+                    conn.end_stream(stream_id)
                     await self.flush()
                 return
-            try:
-                window = min(self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size)
-            except h2.exceptions.StreamClosedError:
-                raise StreamClosed() from None
             if window <= 0:
                 ev = self.window_open.setdefault(stream_id, asyncio.Event())
                 ev.clear()
                 await ev.wait()
                 continue
-            # As many DATA frames as the window allows, then one flush: a megabyte map is one
-            # encrypt-and-write, not one per 16 KiB frame.
-            avail = self.conn.local_flow_control_window(stream_id)
-            while view and avail > 0:
-                size = min(avail, self.conn.max_outbound_frame_size)
-                chunk = view[:size]
-                view = view[size:]
-                avail -= size
-                self.conn.send_data(stream_id, bytes(chunk), end_stream=end and not view)
-            await self.flush()
-            if end and not view:
+            take = min(window, len(view))
+            last = end and take == len(view)
+            # the frame that ends the stream is h2's; all others are framed here
+            fast = take - min(take, conn.max_outbound_frame_size) if last else take
+            out = [conn.data_to_send()]   # frames h2 queued earlier (SETTINGS ack, ...) go first
+            if fast:
+                out += _data_frames(view[:fast], stream_id, conn.max_outbound_frame_size)
+                conn.outbound_flow_control_window -= fast
+                stream.outbound_flow_control_window -= fast
+            if last:
+                conn.send_data(stream_id, bytes(view[fast:take]), end_stream=True)
+                out.append(conn.data_to_send())
+            view = view[take:]
+            self._send(b"".join(out))
+            await self._drain()
+            if last:
                 return
+
+    def _send(self, data: bytes) -> None:
+        if data and not self.closed:
+            self._write(data)
 
     def close(self) -> None:
         self.closed = True

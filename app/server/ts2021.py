@@ -104,9 +104,10 @@ class TS2021:
                     break
                 if not data:
                     break
-                for plain in transport.receive_data(data):
-                    if plain:
-                        await server.receive(plain)
+                # HTTP/2 is a byte stream: the records of one read are parsed in one go
+                plain = b"".join(transport.receive_data(data))
+                if plain:
+                    await server.receive(plain)
         except NoiseError as exc:
             logguard.refused(log, source, f"closing noise connection: {type(exc).__name__}")
         except h2.exceptions.ProtocolError as exc:
