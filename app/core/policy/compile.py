@@ -179,6 +179,9 @@ class CompiledPolicy:
             for s in (*previous._peer_sets.values(), *previous._own_cache.values()):
                 self._prev_sets.setdefault(s, s)
             self._prev_filters = dict(previous._filters)
+            # wire DstPorts elements are pure functions of their key: keep them, within bounds
+            if len(previous._np_cache) <= 8 * len(self.tailnet.nodes) + 4096:
+                self._np_cache = previous._np_cache
         self._compile()
 
     # ------------------------------------------------------------------

@@ -139,7 +139,9 @@ class AddrSet:
     # --- construction -------------------------------------------------
     @classmethod
     def of_addrs(cls, addrs: Iterable[int]) -> AddrSet:
-        return cls((a, a) for a in addrs)
+        # single addresses, sorted and without repeats, are already normal (touching ones
+        # stay apart): no folding pass (an alias can cover every node of a large tailnet)
+        return cls([(a, a) for a in sorted(set(addrs))], _normalised=True)
 
     @classmethod
     def of_networks(cls, nets: Iterable[Network]) -> AddrSet:
