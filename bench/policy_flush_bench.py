@@ -6,8 +6,8 @@ Measures CPU seconds (process time, so other load on the machine does not count)
 - ``policy set`` of the control bench's phase-6 policies (``* -> *:<port>``): compiling,
   then the flush that builds every session's delta (filter per node, compare, frame);
 - a user-rule policy (groups and tags), set the same way;
-- one node changing (tags), joining and leaving with that policy active: the policy refresh
-  per change and the flush.
+- one node changing (tags), joining and leaving with that policy active, and 100 joins in
+  one batching tick: the state change (policy refresh) and the flush.
 
     .venv/bin/python -m bench.policy_flush_bench [--nodes 10000] [--profile OUT]
 
@@ -149,6 +149,17 @@ async def run(n_nodes: int, profile: str | None, match: str = "") -> dict[str, A
             drain()
             await clock.astep("leave: state", lambda: st.delete_node(node.id), profile)
             clock.step("leave: flush", batcher.flush, profile)
+            drain()
+
+            async def burst() -> None:     # a registration burst within one batching tick
+                async with st.lock:
+                    for i in range(100):
+                        await st.create_node(Node(
+                            id=0, machine_key=f"mkey:burst{i}", node_key=f"nodekey:burst{i}",
+                            disco_key=f"discokey:burst{i}", hostname=f"burst{i}", user_id=users[i % 7].id,
+                            hostinfo={"Hostname": f"burst{i}"}))
+            await clock.astep("100 joins: state", burst, profile)
+            clock.step("100 joins: flush", batcher.flush, profile)
             drain()
             return clock.out
         finally:
