@@ -10,7 +10,7 @@ every request and spliced in between the cached pieces:
 | field          | depends on                                   | per request                  |
 |----------------|----------------------------------------------|------------------------------|
 | ``user``       | the owner's User record (or tagged-devices)  | one ``json.dumps`` per owner |
-| ``preAuthKey`` | the key row (read from the store) + its user | one ``json.dumps`` per key   |
+| ``preAuthKey`` | the key row (read from the store) + its user | cached by (row, user) value  |
 | ``online``     | ``State.online``                             | ``true`` / ``false``         |
 | ``subnetRoutes`` | served routes and primary elections        | only for routers             |
 
@@ -69,6 +69,7 @@ class NodeListCache:
 
     def __init__(self) -> None:
         self._entries: dict[int, tuple[Node, Pieces]] = {}
+        self._keys: dict[tuple[PreAuthKey, Any], str] = {}    # (key row, its user) -> JSON
 
     def body(self, state: Any, nodes: list[Node], keys: dict[int, PreAuthKey], *, complete: bool) -> str:
         """The JSON text of ``{"nodes": [...]}``. ``complete``: ``nodes`` is every node, so
@@ -78,6 +79,7 @@ class NodeListCache:
         served = state.served
         owners: dict[int | None, str] = {}
         key_parts: dict[int, str] = {}
+        key_cache: dict[tuple[PreAuthKey, Any], str] = {} if complete else self._keys
         tagged = json.dumps(user_json(TAGGED_DEVICES))
         fresh: dict[int, tuple[Node, Pieces]] = {} if complete else self._entries
         old = self._entries
@@ -103,10 +105,13 @@ class NodeListCache:
                 key = "null"
             else:
                 key = key_parts.get(kid)
-                if key is None:
-                    key = key_parts[kid] = json.dumps(preauthkey_json(keys[kid], users))
+                if key is None:   # one key per node (single-use keys): cached by row value too
+                    k = keys[kid]
+                    ck = (k, users.get(k.user_id) if k.user_id is not None else None)
+                    key = self._keys.get(ck) or json.dumps(preauthkey_json(k, users))
+                    key_parts[kid] = key_cache[ck] = key
             routes = _strs(state.routes_of(n.id)) if served.get(n.id) else "[]"
             add("".join((p[0], owner, p[1], key, p[2], "true" if n.id in online else "false",
                          p[3], routes, p[4])))
-        self._entries = fresh
+        self._entries, self._keys = fresh, key_cache
         return '{"nodes": [' + ", ".join(out) + "]}"
