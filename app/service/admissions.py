@@ -127,10 +127,14 @@ class Admissions:
                     except Exception as exc:  # noqa: BLE001
                         results.append((adm, exc))
         used = {adm.key_id for adm, r in results if isinstance(r, Node)}
+        failed: dict[int, Exception] = {}
         for key_id in used:
             key = fresh[key_id]
             if not key.reusable:
-                await st.db.use_pre_auth_key(key.id)
+                try:
+                    await st.db.use_pre_auth_key(key.id)
+                except StoreError as exc:   # as before: that registration fails, its node stays
+                    failed[key_id] = exc
             elif not key.used:
                 try:
                     await st.db.use_pre_auth_key(key.id)
@@ -139,6 +143,8 @@ class Admissions:
         for adm, r in results:
             if adm.done.done():
                 continue     # its client went away; the node stays, as a retry would find it
+            if isinstance(r, Node) and adm.key_id in failed:
+                r = failed[adm.key_id]
             if isinstance(r, BaseException):
                 adm.done.set_exception(r)
             else:
