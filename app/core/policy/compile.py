@@ -33,6 +33,7 @@ from typing import Any
 
 from ..model import Node, User
 from .aliases import NOTHING, Resolved, resolve
+from .carryover import CarryOver
 from .errors import PolicyError, Problem
 from .filter import ALLOW_ALL, COMPANION_CAPS, merge_rules, net_port
 from .ipset import ALL, INTERNET, V6_BASE, AddrSet, network_str, prefix_interval
@@ -170,18 +171,13 @@ class CompiledPolicy:
         self._ssh: Any = None
         self._own_cache: dict[tuple[int, tuple[bool, ...]], frozenset[int]] = {}
         self._filter_by_sig: dict[tuple[int, ...], list[Rule]] = {}
-        # Results equal to the previous compilation's are handed out as the previous objects,
-        # so sessions holding them see "unchanged" by identity (no diff, no re-encoding).
-        # Only the objects are kept, never the previous CompiledPolicy itself.
-        self._prev_sets: dict[frozenset[int], frozenset[int]] = {}
-        self._prev_filters: dict[int, list[Rule]] = {}
-        if previous is not None:
-            for s in (*previous._peer_sets.values(), *previous._own_cache.values()):
-                self._prev_sets.setdefault(s, s)
-            self._prev_filters = dict(previous._filters)
-            # wire DstPorts elements are pure functions of their key: keep them, within bounds
-            if len(previous._np_cache) <= 8 * len(self.tailnet.nodes) + 4096:
-                self._np_cache = previous._np_cache
+        # Results equal to the previous compilation's keep their identity (carryover.py).
+        self._carry = CarryOver(previous, len(self.tailnet.nodes))
+        self._np_cache = self._carry.np_cache or self._np_cache
+        self._rule_tokens: list[tuple[Any, ...] | None] = []
+        self._universal_key: tuple[Any, ...] | None = None
+        self._filter_keys: dict[int, tuple[Any, ...] | None] = {}
+        self._self_keys: dict[int, tuple[Any, ...] | None] = {}
         self._compile()
 
     # ------------------------------------------------------------------
@@ -544,12 +540,46 @@ class CompiledPolicy:
             return cached
         if node_id not in self.tailnet.nodes:
             raise KeyError(node_id)
-        out = ALLOW_ALL if self.allow_all else self._build_filter(node_id)
-        prev = self._prev_filters.pop(node_id, None)
-        if prev is not None and prev is not out and prev == out:
-            out = prev
+        if self.allow_all:
+            out = ALLOW_ALL
+        else:
+            key = self._filter_key(node_id)
+            out = self._carry.filter(node_id, key)
+            if out is None:
+                out = self._carry.equal_filter(node_id, self._build_filter(node_id))
+            self._filter_keys[node_id] = key
         self._filters[node_id] = out
         return out
+
+    def _filter_key(self, nid: int) -> tuple[Any, ...] | None:
+        """Everything the node's filter is a function of, as interned tokens (carryover.py);
+        None when it also depends on capability or via rules (then it is always built)."""
+        if self._cap_universal or nid in self._node_caps or self.via_rules(nid):
+            return None
+        if self._universal_key is None:
+            self._tokenise()
+        tok, mask = self._rule_tokens, (1 << _EBITS) - 1
+        own = tuple((tok[eid >> _EBITS], eid & mask) for eid in self._node_entries.get(nid, ()))
+        uid = self.tailnet.owner_of(nid) if self._self_grants else None
+        if uid is None:
+            return (self._universal_key, own)
+        if uid not in self._self_keys:
+            rules = self.self_rules_for(nid)
+            new = (None if any(r.caps is not None for r in rules) else
+                   tuple((tuple(r.src_ips), r.proto, tuple(r.entries)) for r in rules))
+            self._self_keys[uid] = self._carry.same(new, self._carry.self_keys.get(uid))
+        self_key = self._self_keys[uid]
+        if self_key is None:
+            return None
+        t = self.tailnet
+        return (self._universal_key, own, self_key, t.addrs[nid], t.subnet_routes.get(nid), nid in t.exit_nodes)
+
+    def _tokenise(self) -> None:
+        self._rule_tokens = [None if r.caps is not None else
+                             self._carry.token((tuple(r.src_ips), r.proto, tuple(r.entries))) for r in self._rules]
+        mask = (1 << _EBITS) - 1
+        universal = tuple((self._rule_tokens[eid >> _EBITS], eid & mask) for eid in sorted(self._universal))
+        self._universal_key = self._carry.same(universal, self._carry.universal_key)
 
     def _build_filter(self, nid: int) -> list[Rule]:
         own = self._node_entries.get(nid, [])
@@ -748,12 +778,8 @@ class CompiledPolicy:
                 out |= self._src_groups[key]
             for key in dst_keys:
                 out |= self._dst_groups[key]
-            base = self._peer_sets[sig] = self._interned(frozenset(out))
+            base = self._peer_sets[sig] = self._carry.set(frozenset(out))
         return base
-
-    def _interned(self, s: frozenset[int]) -> frozenset[int]:
-        """The previous compilation's equal set if there is one (see ``__init__``)."""
-        return self._prev_sets.get(s, s)
 
     def _own_edges(self, node_id: int) -> frozenset[int]:
         """Peers particular to the node: same-user devices via autogroup:self, via routers.
@@ -774,7 +800,7 @@ class CompiledPolicy:
                     out.update(srcs)
                     if node_id in srcs:
                         out.update(self.tailnet.user_nodes(uid))
-            shared = self._own_cache[key] = self._interned(frozenset(out)) if out else _NO_PEERS
+            shared = self._own_cache[key] = self._carry.set(frozenset(out)) if out else _NO_PEERS
         return shared | via if via else shared
 
     def _peers_digest(self, node_id: int) -> int:

@@ -16,7 +16,7 @@ from app.core.policy.tailnet import Tailnet
 
 USERS = [User(id=i, name=f"u{i}", email=f"u{i}@example.com") for i in range(1, 5)]
 TAGS = ("tag:a", "tag:b", "tag:r")
-ROUTES = ("10.1.0.0/24", "10.2.0.0/24", "0.0.0.0/0", "::/0")
+ROUTES = ("10.1.0.0/24", "10.2.0.0/24", "0.0.0.0/0", "::/0", "100.64.0.0/28")   # the last overlaps nodes
 _OWNERS = {"tag:a": ["u1@example.com"], "tag:b": ["group:eng"], "tag:r": ["u1@example.com"]}
 _GROUPS = {"group:eng": ["u1@example.com", "u2@example.com"]}
 POLICIES = [json.dumps({"tagOwners": _OWNERS, "groups": _GROUPS, **p}) for p in [
