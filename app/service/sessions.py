@@ -49,10 +49,11 @@ PER_MESSAGE = 100e-6
 STORM_COALESCE = 5.0
 # Presence alone (peers coming online, going offline) is worth less than the messages it costs:
 # after a flush that queued S messages, a flush of nothing but presence waits S x
-# PRESENCE_PER_MESSAGE (10,000 sessions: 5 s; 100: 50 ms). Any other change goes out at the
+# PRESENCE_PER_MESSAGE (10,000 sessions: 10 s; 100: 0.1 s). Any other change goes out at the
 # usual pace and carries the held presence with it. In a restart storm every reconnect is a
-# presence change for every connected session: this keeps that fan-out linear in practice.
-PRESENCE_PER_MESSAGE = 500e-6
+# presence change for every connected session: this bounds that fan-out to about one message
+# per PRESENCE_PER_MESSAGE of storm (a 60 s storm: ~60,000 messages, not sessions x flushes).
+PRESENCE_PER_MESSAGE = 1e-3
 _EMPTY: frozenset[int] = frozenset()
 _serials = iter(range(1, 1 << 62))
 
