@@ -40,6 +40,7 @@ class Flush:
         self._diffs: dict[tuple[int, ...], tuple[Any, Any, Any, Any]] = {}
         self._groups: dict[tuple[int, int, int], tuple[Any, ...]] = {}
         self._frames: dict[bytes, bytes] = {}
+        self._pieces: dict[int, tuple[Any, bytes]] = {}   # id(filter / SrcIPs list) -> (it, JSON)
 
     def intern(self, users: frozenset[int]) -> frozenset[int]:
         return self.mapper.intern_users(users)
@@ -194,9 +195,34 @@ class Flush:
         return out
 
     def _encode(self, session: MapSession, delta: dict[str, Any]) -> bytes:
-        """Encode a delta; PeersChanged entries reuse the cached peer blobs."""
+        """Encode a delta; PeersChanged entries reuse the cached peer blobs, PacketFilters the
+        flush's encodings of shared filter pieces."""
         peers = delta.pop("PeersChanged", None)
+        filters = delta.pop("PacketFilters", None)
         delta["ControlTime"] = self.control_time
         if peers is None:
-            return encode_json(delta)
-        return builder.assemble(delta, "PeersChanged", self.mapper.peer_blobs(session, peers))
+            body = encode_json(delta)
+        else:
+            body = builder.assemble(delta, "PeersChanged", self.mapper.peer_blobs(session, peers))
+        if filters is None:
+            return body
+        return b"".join((body[:-1], b',"PacketFilters":{"base":', self._filter_json(filters["base"]), b"}}"))
+
+    def _filter_json(self, rules: list[dict[str, Any]]) -> bytes:
+        """A packet filter's JSON, from pieces encoded once per flush: filters are shared by
+        nodes keeping the same entries, and each node's rules share their SrcIPs lists (a
+        policy change about a 3,000-address group re-sends them to every destination)."""
+        hit = self._pieces.get(id(rules))
+        if hit is None:
+            hit = self._pieces[id(rules)] = (rules, b"[" + b",".join(map(self._rule_json, rules)) + b"]")
+        return hit[1]
+
+    def _rule_json(self, rule: dict[str, Any]) -> bytes:
+        src = rule.get("SrcIPs")
+        if src is None:
+            return encode_json(rule)
+        hit = self._pieces.get(id(src))
+        if hit is None:
+            hit = self._pieces[id(src)] = (src, encode_json(src))     # the list held: ids stay unique
+        rest = encode_json({k: v for k, v in rule.items() if k != "SrcIPs"})
+        return b'{"SrcIPs":' + hit[1] + (b"}" if rest == b"{}" else b"," + rest[1:])
