@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import json
 import tempfile
 import time
@@ -62,7 +63,7 @@ class Clock:
         if prof:
             prof.disable()
             prof.dump_stats(f"{profile}.{label.replace(' ', '_').replace(':', '')}")
-        self.out[label] = {"cpu": time.process_time() - c0, "wall": time.perf_counter() - w0}
+        self.out[label] = {"cpu": time.process_time() - c0, "wall": time.perf_counter() - w0, "rss_mib": rss_mib()}
         return result
 
     async def astep(self, label: str, coro_fn: Any, profile: str | None = None) -> Any:
@@ -74,8 +75,16 @@ class Clock:
         if prof:
             prof.disable()
             prof.dump_stats(f"{profile}.{label.replace(' ', '_').replace(':', '')}")
-        self.out[label] = {"cpu": time.process_time() - c0, "wall": time.perf_counter() - w0}
+        self.out[label] = {"cpu": time.process_time() - c0, "wall": time.perf_counter() - w0, "rss_mib": rss_mib()}
         return result
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 async def run(n_nodes: int, profile: str | None, match: str = "") -> dict[str, Any]:
@@ -111,7 +120,8 @@ async def run(n_nodes: int, profile: str | None, match: str = "") -> dict[str, A
                 batcher.attach(s)
                 mapper.full_map_frame(s)
                 sessions.append(s)
-            print(f"{n_nodes} nodes and sessions ready in {time.perf_counter() - t0:.1f} s")
+            gc.collect()
+            print(f"{n_nodes} nodes and sessions ready in {time.perf_counter() - t0:.1f} s, rss {rss_mib():.1f} MiB")
 
             def drain() -> int:
                 n = 0
@@ -175,7 +185,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     out = asyncio.run(run(args.nodes, args.profile, args.profile_steps))
     for label, t in out.items():
-        print(f"  {label:<36} cpu {t['cpu'] * 1000:8.1f} ms   wall {t['wall'] * 1000:8.1f} ms")
+        print(f"  {label:<36} cpu {t['cpu'] * 1000:8.1f} ms   wall {t['wall'] * 1000:8.1f} ms   "
+              f"rss {t['rss_mib']:7.1f} MiB")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"nodes": args.nodes, "steps": out}, f, indent=1)
