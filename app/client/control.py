@@ -171,7 +171,7 @@ class ControlClient:
             client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW})
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(WINDOW)
-        self.inbound = Inbound(self.conn, WINDOW + 65535, WINDOW)
+        self.inbound = Inbound(self.conn)
         self._flush()
         if direct is not None:
             # From here on the socket's bytes are handled as they arrive, in the event loop's

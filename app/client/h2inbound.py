@@ -13,8 +13,10 @@ header is read (RFC 9113 4.1)::
     +-----------------------------------------------+
 
 and a DATA frame without flags (no END_STREAM, no padding) on a stream h2 holds open is handed
-over directly, with its flow-control credit returned by this module: WINDOW_UPDATE frames
-written once half a window has been consumed, as h2's own window manager does. Every other
+over directly, with its flow-control credit returned by this module as tailscaled's Go HTTP/2
+client returns it: after a read, a WINDOW_UPDATE for the connection and one for the stream
+once 4 KiB or more of each is owed (x/net/http2 ``inflowMinRefresh``), so the server sees the
+credit traffic of real clients (a few per full map, one per ~20 small deltas). Every other
 frame - and every frame h2 must judge (a DATA frame on a closed stream, one too large) - is
 fed to h2 whole and in order, so its events and errors are exactly what they would be.
 h2 never sees the directly handled bytes: its inbound windows are only ever more generous
@@ -35,6 +37,7 @@ _HEAD = struct.Struct(">IBI")           # (length << 8 | type), flags, R + strea
 _WINDOW_UPDATE = struct.Struct(">IBII")  # header, then the 31-bit increment
 _RECEIVING = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL})
 _DATA = 0x0
+MIN_REFRESH = 4 << 10
 _WINDOW_UPDATE_TYPE = 0x8
 
 
@@ -47,20 +50,22 @@ class Data:
 
 class Inbound:
     """Splits decrypted HTTP/2 bytes from the server into h2 events and ``Data`` items, in
-    wire order. ``conn_window``/``stream_window`` are the windows this client advertised."""
+    wire order; credit for the Data is owed once ``refresh`` bytes have been read."""
 
-    def __init__(self, conn: h2.connection.H2Connection, conn_window: int, stream_window: int) -> None:
+    def __init__(self, conn: h2.connection.H2Connection, refresh: int = MIN_REFRESH) -> None:
         self.conn = conn
         self._buf = bytearray()
-        self._conn_threshold = max(1, conn_window // 2)
-        self._stream_threshold = max(1, stream_window // 2)
+        self._refresh = refresh
         self._conn_unacked = 0
         self._stream_unacked: dict[int, int] = {}
         self._out = bytearray()          # WINDOW_UPDATE frames to send
+        self._h2_only = False            # after a frame over the size limit: h2 judges the rest
 
     def receive(self, data: bytes) -> list[object]:
         """h2 events and Data items for the complete frames now available (raises what h2
         raises for a broken peer)."""
+        if self._h2_only:
+            return self.conn.receive_data(data)
         buf = self._buf
         if buf:
             buf += data
@@ -77,8 +82,8 @@ class Inbound:
                 type_len, flags, sid = _HEAD.unpack_from(src, pos)
                 end = pos + HEAD_LEN + (type_len >> 8)
                 if type_len >> 8 > conn.max_inbound_frame_size:
-                    end = size     # h2 refuses it: give it everything from here on
-                    pos = size
+                    pos = size     # h2 refuses it (once whole): everything from here on is its
+                    self._h2_only = True
                     break
                 if end > size:
                     break
@@ -97,20 +102,23 @@ class Inbound:
                 out += conn.receive_data(bytes(view[slow:pos]))
             rest = bytes(view[pos:]) if pos < size else b""
         self._buf = bytearray(rest)
+        self._settle()
         return out
 
     def _credit(self, stream_id: int, n: int) -> None:
-        if not n:
-            return
         self._conn_unacked += n
-        if self._conn_unacked >= self._conn_threshold:
-            self._out += _WINDOW_UPDATE.pack(4 << 8 | _WINDOW_UPDATE_TYPE, 0, 0, self._conn_unacked)
+        self._stream_unacked[stream_id] = self._stream_unacked.get(stream_id, 0) + n
+
+    def _settle(self) -> None:
+        """After a read: WINDOW_UPDATE frames for what is owed past the refresh size."""
+        head = 4 << 8 | _WINDOW_UPDATE_TYPE
+        if self._conn_unacked >= self._refresh:
+            self._out += _WINDOW_UPDATE.pack(head, 0, 0, self._conn_unacked)
             self._conn_unacked = 0
-        pending = self._stream_unacked.get(stream_id, 0) + n
-        if pending >= self._stream_threshold:
-            self._out += _WINDOW_UPDATE.pack(4 << 8 | _WINDOW_UPDATE_TYPE, 0, stream_id, pending)
-            pending = 0
-        self._stream_unacked[stream_id] = pending
+        for sid, owed in self._stream_unacked.items():
+            if owed >= self._refresh:
+                self._out += _WINDOW_UPDATE.pack(head, 0, sid, owed)
+                self._stream_unacked[sid] = 0
 
     def forget(self, stream_id: int) -> None:
         """The stream is over: its window no longer matters (the connection's still does)."""

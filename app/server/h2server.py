@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +21,7 @@ from h2.connection import ConnectionState
 from h2.stream import StreamState
 
 from app.server import logguard
+from app.server.h2frames import Credit, Inbound, data_frames
 
 log = logging.getLogger("headscale.h2")
 
@@ -51,25 +51,6 @@ class StreamClosed(Exception):
 
 
 _SENDING = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE})   # may carry DATA
-_FRAME_HEAD = struct.Struct(">IBI")   # (24-bit length << 8 | type 0 = DATA), flags, stream id
-
-
-def _data_frames(view: memoryview, stream_id: int, max_frame: int) -> list[bytes | memoryview]:
-    """DATA frames (no flags, no padding) carrying ``view``: header, payload, header, ...
-
-        +-----------------------------------------------+
-        | length (24) | type=0x0 (8) | flags=0x0 (8)    |
-        | R (1) | stream id (31)                        |
-        | payload (length bytes)                        |
-        +-----------------------------------------------+   (RFC 9113 4.1, 6.1)
-    """
-    out: list[bytes | memoryview] = []
-    full_head = _FRAME_HEAD.pack(max_frame << 8, 0, stream_id)
-    for pos in range(0, len(view), max_frame):
-        chunk = view[pos:pos + max_frame]
-        out.append(full_head if len(chunk) == max_frame else _FRAME_HEAD.pack(len(chunk) << 8, 0, stream_id))
-        out.append(chunk)
-    return out
 
 
 class Response:
@@ -123,6 +104,7 @@ class H2Server:
         # connection.
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         self.conn = _Connection(config=config)
+        self._inbound = Inbound(self.conn)
         self.requests: dict[int, Request] = {}
         self.tasks: dict[int, asyncio.Task] = {}
         self.window_open: dict[int, asyncio.Event] = {}
@@ -148,7 +130,21 @@ class H2Server:
 
     async def receive(self, data: bytes) -> None:
         """Feed decrypted bytes; raises h2 ProtocolError on a broken peer (caller closes)."""
-        events = self.conn.receive_data(data)
+        for part in self._inbound.split(data):
+            if part.__class__ is Credit:
+                self._window_opened(part.stream_id)   # type: ignore[union-attr]
+            else:
+                await self._handle(self.conn.receive_data(part))
+        await self.flush()
+
+    def _window_opened(self, stream_id: int) -> None:
+        if stream_id == 0:
+            for e in self.window_open.values():
+                e.set()
+        elif stream_id in self.window_open:
+            self.window_open[stream_id].set()
+
+    async def _handle(self, events: list) -> None:
         for ev in events:
             if isinstance(ev, (h2.events.RequestReceived, h2.events.DataReceived)):
                 self.last_activity = self._clock()
@@ -182,14 +178,9 @@ class H2Server:
             elif isinstance(ev, h2.events.StreamReset):
                 self._cancel(ev.stream_id)
             elif isinstance(ev, h2.events.WindowUpdated):
-                if ev.stream_id == 0:
-                    for e in self.window_open.values():
-                        e.set()
-                elif ev.stream_id in self.window_open:
-                    self.window_open[ev.stream_id].set()
+                self._window_opened(ev.stream_id)
             elif isinstance(ev, h2.events.ConnectionTerminated):
                 self.closed = True
-        await self.flush()
 
     def _credit(self, n: int, stream_id: int) -> None:
         if n:
@@ -288,7 +279,7 @@ class H2Server:
             fast = take - min(take, conn.max_outbound_frame_size) if last else take
             out = [conn.data_to_send()]   # frames h2 queued earlier (SETTINGS ack, ...) go first
             if fast:
-                out += _data_frames(view[:fast], stream_id, conn.max_outbound_frame_size)
+                out += data_frames(view[:fast], stream_id, conn.max_outbound_frame_size)
                 conn.outbound_flow_control_window -= fast
                 stream.outbound_flow_control_window -= fast
             if last:
