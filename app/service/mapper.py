@@ -21,7 +21,7 @@ from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 from app.core.map import builder
-from app.core.map.chunks import CHUNK_BITS, assemble_frames, chunk_frame
+from app.core.map.chunks import CHUNK_BITS, COMMA, assemble_frames, assemble_joined, chunk_frame
 from app.core.map.wire import encode_json, frame
 from app.core.model import Node
 from app.service.state import State
@@ -36,6 +36,20 @@ _CHUNK_VARIANTS = 4        # member sets cached per chunk (visibility classes se
 # rebuilding costs compressing ~128 entries, each stale peer ~12 bytes of the follow-up.
 STALE_ONLINE = 16
 _SUB_BITS = 4              # the viewer's own chunk goes out as sub-chunks of 16 ids
+# Peers that came online since a shared run of frames was joined before it is joined again.
+RUN_LATE_MAX = 256
+
+
+class _Run:
+    """The chunk frames of one shared peer view joined once (``f1 COMMA f2 ...``), so a map is
+    the run with the viewer's own chunk cut out, not ~80 lookups and a join per viewer."""
+
+    __slots__ = ("base", "touch", "epoch", "pos", "data", "spans")
+
+    def __init__(self, base: frozenset[int], touch: int, epoch: int, pos: int, data: bytes,
+                 spans: dict[int, tuple[int, int]]) -> None:
+        self.base, self.touch, self.epoch, self.pos = base, touch, epoch, pos
+        self.data, self.spans = data, spans   # chunk -> (start, end) of its frame in data
 
 
 class Mapper:
@@ -52,6 +66,7 @@ class Mapper:
         self._sorted: dict[int, tuple[frozenset[int], list[int]]] = {}
         self._owner_cache: dict[int, tuple[frozenset[int], set[int | None], int]] = {}
         self._users: dict[frozenset[int], frozenset[int]] = {}   # interned "profiles sent" sets
+        self._runs: dict[int, _Run] = {}       # id(shared base) -> its joined run
         self.full_maps = 0        # built so far (the batcher watches the rate to spot a storm)
         self.chunks_built = 0     # chunk frames compressed (cached or not)
 
@@ -217,9 +232,96 @@ class Mapper:
         OnlineChange for exactly those peers (``exact``: one message, for one-shot answers)."""
         head, peers = self._begin_full(session, include_peers)
         late: dict[str, bool] | None = None if exact else {}
-        out = assemble_frames(head, "Peers", self._chunk_frames(session, peers, late))
+        pieces = None if exact else self._from_run(session, late)
+        if pieces is not None:
+            out = assemble_joined(head, "Peers", pieces)
+        else:
+            out = assemble_frames(head, "Peers", self._chunk_frames(session, peers, late))
         if late:
             out += frame(encode_json({"OnlineChange": late, "ControlTime": head["ControlTime"]}))
+        return out
+
+    def _from_run(self, session: MapSession, late: dict[str, bool]) -> list[bytes | memoryview] | None:
+        """The peers as pieces of the shared view's joined run, or None where the view is not
+        shared alike by every viewer (own extra peers, routers, ids since deleted)."""
+        st = self.state
+        base, extra = session.sent_base, session.sent_extra
+        if extra or not base or len(base) > len(st.nodes) or not st.routers.isdisjoint(base):
+            return None
+        run = self._runs.get(id(base))
+        if (run is None or run.base is not base or run.touch != st.touch_gen or run.epoch != st.online_epoch
+                or len(st.online_log) - run.pos > RUN_LATE_MAX):
+            run = self._join_run(session, base)
+            if run is None:
+                return None
+        nid, online = session.node_id, st.online
+        for p in st.online_log[run.pos:]:
+            if p != nid and p in base and p in online:
+                late[str(p)] = True
+        own = nid >> CHUNK_BITS
+        span = run.spans.get(own)
+        if span is None:
+            return [run.data]
+        view = memoryview(run.data)
+        prefix, suffix = view[:span[0]], view[span[1]:]
+        lo = own << CHUNK_BITS
+        ids = self._sorted_base(base)
+        members = [p for p in ids[bisect_left(ids, lo):bisect_left(ids, lo + (1 << CHUNK_BITS))] if p != nid]
+        mine = self._sub_frames(session, st.chunk_gen.get(own, 0), members, late)
+        if mine:
+            return [prefix, COMMA.join(mine), suffix]
+        c = len(COMMA)   # the viewer was alone in its chunk: one comma fewer
+        if len(prefix) and len(suffix):
+            return [prefix, suffix[c:]]
+        return [prefix[:-c] if len(prefix) else prefix, suffix[c:] if len(suffix) else suffix]
+
+    def _join_run(self, session: MapSession, base: frozenset[int]) -> _Run | None:
+        st = self.state
+        ids = self._sorted_base(base)
+        if not all(p in st.nodes for p in ids):
+            return None
+        frames: list[bytes] = []
+        spans: dict[int, tuple[int, int]] = {}
+        at, i, n = 0, 0, len(ids)
+        while i < n:
+            c = ids[i] >> CHUNK_BITS
+            j = bisect_left(ids, (c + 1) << CHUNK_BITS, i)
+            members = tuple(ids[i:j])
+            i = j
+            f = self._cached_frame(session, c, st.chunk_gen.get(c, 0), members, None)
+            if f is None or f is not self._chunks[c].get(members, (0, None))[1]:
+                return None     # an entry could not be built: the per-chunk path leaves it out
+            if frames:
+                at += len(COMMA)
+            spans[c] = (at, at + len(f))
+            at += len(f)
+            frames.append(f)
+        if len(self._runs) > 64:
+            self._runs.clear()
+        run = self._runs[id(base)] = _Run(base, st.touch_gen, st.online_epoch, len(st.online_log),
+                                          COMMA.join(frames), spans)
+        return run
+
+    def _sub_frames(self, session: MapSession, gen: int, members: list[int],
+                    late: dict[str, bool] | None) -> list[bytes]:
+        """The viewer's own chunk (without the viewer) as frames of 16-id sub-chunks: only the
+        viewer's own sub-chunk is compressed for this map, the others are cached."""
+        nid, nodes = session.node_id, self.state.nodes
+        out: list[bytes] = []
+        k = 0
+        while k < len(members):
+            sub = members[k] >> _SUB_BITS
+            m = k
+            while m < len(members) and members[m] >> _SUB_BITS == sub:
+                m += 1
+            part, k = tuple(members[k:m]), m
+            if nid >> _SUB_BITS == sub:
+                blobs = self.peer_blobs(session, [nodes[p] for p in part])
+                f = chunk_frame(blobs) if blobs else None
+            else:
+                f = self._cached_frame(session, -1 - sub, gen, part, late)
+            if f is not None:
+                out.append(f)
         return out
 
     def _chunk_frames(self, session: MapSession, peers: list[int], late: dict[str, bool] | None) -> list[bytes]:
@@ -249,20 +351,7 @@ class Mapper:
                 continue
             # The viewer's own chunk lacks the viewer: as one frame it would be a variant of its
             # own, compressed for every map. In sub-chunks only the viewer's own is.
-            k = 0
-            while k < len(members):
-                sub = members[k] >> _SUB_BITS
-                m = k
-                while m < len(members) and members[m] >> _SUB_BITS == sub:
-                    m += 1
-                part, k = members[k:m], m
-                if session.node_id >> _SUB_BITS == sub:
-                    blobs = self.peer_blobs(session, [nodes[p] for p in part])
-                    f = chunk_frame(blobs) if blobs else None
-                else:
-                    f = self._cached_frame(session, -1 - sub, gen, part, late)
-                if f is not None:
-                    out.append(f)
+            out.extend(self._sub_frames(session, gen, list(members), late))
         return out
 
     def _cached_frame(self, session: MapSession, key: int, gen: int, members: tuple[int, ...],

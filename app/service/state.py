@@ -68,9 +68,15 @@ class State:
         self.removed_hooks: list[Callable[[Node], None]] = []   # e.g. drop the node's DERP connection
         self.v4 = Allocator(cfg.prefixes.v4, cfg.prefixes.allocation) if cfg.prefixes.v4 else None
         self.v6 = Allocator(cfg.prefixes.v6, cfg.prefixes.allocation) if cfg.prefixes.v6 else None
+        self._labels = names.LabelHints()        # unique given names for joins without O(N) probing
         self.version = 0   # bumped on every committed change; caches key on it
         self.routers: set[int] = set()           # nodes that serve at least one route
         self.chunk_gen: dict[int, int] = {}      # peer chunk -> bumped when any of its records moves
+        self.touch_gen = 0                       # bumped when any record moves
+        # Nodes that came online, in order (app/service/mapper.py: what a cached run of peer
+        # frames says offline); cleared, with online_epoch bumped, when it grows long.
+        self.online_log: list[int] = []
+        self.online_epoch = 0
         self._all_ids: frozenset[int] | None = None   # shared allow-all peer set (rebuilt lazily)
         self.owner_gen = 0                       # bumped when a node's owner (user, tags) may move
 
@@ -150,6 +156,7 @@ class State:
         """The node's peer entry changed: cached chunks holding it are stale."""
         c = chunk_of(node_id)
         self.chunk_gen[c] = self.chunk_gen.get(c, 0) + 1
+        self.touch_gen += 1
 
     def _drop(self, node_id: int) -> Node | None:
         node = self.nodes.pop(node_id, None)
@@ -177,6 +184,7 @@ class State:
                 del self.by_machine[node.machine_key]
         if self.by_name.get(node.given_name) == node.id:
             del self.by_name[node.given_name]
+            self._labels.released(node.given_name)
 
     def nodes_of_machine(self, machine_key: str) -> list[Node]:
         return [self.nodes[i] for i in sorted(self.by_machine.get(machine_key, ()))]
@@ -432,6 +440,8 @@ class State:
             self.v6.release(v6)
 
     def unique_given_name(self, hostname: str, node_id: int | None = None) -> str:
+        if node_id is None:   # a new node: the same answer, from remembered suffixes
+            return self._labels.pick(names.sanitize_hostname(hostname), _NamesTakenBy(self.by_name, None))
         return names.unique_label(names.sanitize_hostname(hostname), _NamesTakenBy(self.by_name, node_id))
 
     async def create_node(self, node: Node) -> Node:
@@ -443,6 +453,7 @@ class State:
                 created_at=self.now(), updated_at=self.now()))
         except BaseException:
             self.release_addresses(v4, v6)
+            self._labels.reset()      # the name it was given is free after all
             raise
 
     async def create_nodes(self, nodes: list[Node]) -> list[Node]:
@@ -455,8 +466,8 @@ class State:
             for node in nodes:
                 v4, v6 = self.allocate_addresses()
                 ready.append(dataclasses.replace(node, ipv4=v4, ipv6=v6))
-                name = names.unique_label(names.sanitize_hostname(node.hostname),
-                                          _NamesTakenBy(self.by_name, None, given))
+                name = self._labels.pick(names.sanitize_hostname(node.hostname),
+                                         _NamesTakenBy(self.by_name, None, given))
                 given.add(name)
                 ready[-1] = dataclasses.replace(ready[-1], given_name=name, created_at=self.now(),
                                                 updated_at=self.now())
@@ -464,6 +475,7 @@ class State:
         except BaseException:
             for n in ready:
                 self.release_addresses(n.ipv4, n.ipv6)
+            self._labels.reset()
             raise
         out = [dataclasses.replace(n, ephemeral=n.auth_key_id in self.ephemeral_keys) for n in stored]
         for n in out:
@@ -571,6 +583,10 @@ class State:
             # The record does not move: cached chunks stay (app/service/mapper.py follows a map
             # from a chunk that predates this with an OnlineChange).
             self.online.add(node_id)
+            if len(self.online_log) >= 1 << 16:
+                self.online_log.clear()
+                self.online_epoch += 1
+            self.online_log.append(node_id)
         else:
             self.online.discard(node_id)
             node = self.nodes[node_id]

@@ -94,3 +94,47 @@ async def test_followup_names_exactly_the_peers_that_came_online(tmp_path):
         assert json.loads(json.dumps(again[0]))["Peers"]
     finally:
         await db.close()
+
+
+def _applied(msgs: list[dict]) -> dict:
+    """A full map with the OnlineChange that may follow it applied, as a client would."""
+    full = json.loads(json.dumps(msgs[0]))
+    for extra in msgs[1:]:
+        assert set(extra) == {"OnlineChange", "ControlTime"}, extra
+        for p in full.get("Peers") or []:
+            if str(p["ID"]) in extra["OnlineChange"]:
+                p["Online"] = extra["OnlineChange"][str(p["ID"])]
+    full.pop("ControlTime")
+    return full
+
+
+async def test_maps_cut_from_the_shared_run_equal_exact_maps(tmp_path):
+    """Viewers first, last, in the middle of a chunk, and alone in theirs: a map cut from the
+    joined run (plus its follow-up) decodes to exactly the map built without caches."""
+    db, st, mapper, batcher = await _world(tmp_path)
+    try:
+        m = Model(st, mapper, batcher, random.Random(9))
+        ids = [(await m.join()).id for _ in range(300)]
+        lonely = ids[200]                      # alone in its chunk of 128 ids once the rest go
+        for p in ids:
+            if (p >> CHUNK_BITS) == (lonely >> CHUNK_BITS) and p != lonely:
+                async with st.lock:
+                    await st.remove_node(p)
+        live = sorted(st.nodes)
+        viewers = [live[0], live[1], live[60], lonely, live[-1], live[-2]]
+        rng = random.Random(2)
+        for step in range(6):
+            for p in rng.sample(live, 7):      # a few reconnects between maps
+                st.set_online(p, True)
+            if step == 3:
+                st.set_online(live[5], False)   # a record moves: the run is joined again
+            for v in viewers:
+                cut = FrameReader().receive_data(mapper.full_map_frame(MapSession(v, 130)))
+                exact = FrameReader().receive_data(mapper.full_map_frame(MapSession(v, 130), exact=True))
+                assert len(exact) == 1
+                want = _applied(exact)
+                assert _applied(cut) == want, (step, v)
+                assert len(want["Peers"]) == len(live) - 1
+        assert mapper._runs, "the shared run was used"
+    finally:
+        await db.close()

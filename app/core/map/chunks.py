@@ -47,3 +47,14 @@ def assemble_frames(head: dict, peers_key: str, chunk_frames: list[bytes]) -> by
         parts.append(TAIL)
     size = sum(map(len, parts))
     return _LEN.pack(size) + b"".join(parts)
+
+
+def assemble_joined(head: dict, peers_key: str, pieces: list[bytes | memoryview]) -> bytes:
+    """As ``assemble_frames``, with the peer frames already joined by COMMA frames: ``pieces``
+    concatenate to ``f1 COMMA f2 ... COMMA fn`` (nothing at all: no peers)."""
+    if not any(len(p) for p in pieces):
+        return assemble_frames(head, peers_key, [])
+    body = encode_json(head)
+    parts = [zstd_frame(body[:-1] + b',"' + peers_key.encode() + b'":['), *pieces, TAIL]
+    size = sum(map(len, parts))
+    return _LEN.pack(size) + b"".join(parts)
