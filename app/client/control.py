@@ -71,6 +71,35 @@ class _DirectReader(asyncio.StreamReader):
             self._on_end()
 
 
+class MessageSplitter:
+    """Map stream bytes -> message bodies (u32 little-endian length, then the body; PROTOCOL.md
+    3.3), still compressed. A message spanning many DATA frames is joined once, when whole."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._have = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        chunks = self._chunks
+        if not chunks and len(data) >= 4 and len(data) == 4 + int.from_bytes(data[:4], "little"):
+            return [data[4:]]    # the common case: one whole message in one DATA frame
+        chunks.append(data)
+        self._have += len(data)
+        out = []
+        while self._have >= 4:
+            if len(chunks[0]) < 4:
+                chunks[:] = [b"".join(chunks)]
+            n = int.from_bytes(chunks[0][:4], "little")
+            if self._have < 4 + n:
+                break
+            joined = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            rest = joined[4 + n:]
+            chunks[:] = [rest] if rest else []
+            self._have = len(rest)
+            out.append(joined[4:4 + n])
+        return out
+
+
 def public_of(private: bytes) -> bytes:
     return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -330,22 +359,13 @@ class ControlClient:
         sid, st = await self._start("POST", "/machine/map", body)
         if st.status != 200:
             raise RuntimeError(f"map: http {st.status}")
-        buf = bytearray()
+        messages = MessageSplitter()
         try:
             while True:
                 c = await st.data.get()
                 if c is None:
                     return
-                if not buf and len(c) >= 4 and len(c) == 4 + int.from_bytes(c[:4], "little"):
-                    yield c[4:]   # the common case: one whole message in one DATA frame
-                    continue
-                buf += c
-                while len(buf) >= 4:
-                    n = int.from_bytes(buf[:4], "little")
-                    if len(buf) < 4 + n:
-                        break
-                    msg = bytes(buf[4:4 + n])
-                    del buf[:4 + n]
+                for msg in messages.feed(c):
                     yield msg
         finally:
             self.cancel_stream(sid)

@@ -138,3 +138,4 @@ def test_an_oversized_frame_is_refused_by_h2():
     frame = (20000).to_bytes(3, "big") + b"\x00\x00" + sid.to_bytes(4, "big") + bytes(20000)
     with pytest.raises(h2.exceptions.FrameTooLargeError):
         feed(inbound, frame)      # in pieces: h2 judges it once whole, not its payload as frames
+
