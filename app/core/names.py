@@ -77,3 +77,43 @@ def fqdn(given_name: str, base_domain: str) -> str:
     if base_domain:
         return f"{given_name}.{base_domain.strip('.')}."
     return f"{given_name}."
+
+
+class LabelHints:
+    """``unique_label`` for new nodes without probing ``base-1``, ``base-2``… from the start
+    every time: ten thousand nodes reporting the same hostname made each join O(N).
+
+    Per base it remembers ``next``: every ``base-k`` with ``k < next`` was taken when last
+    looked, except suffixes reported ``released`` since (those are checked first). The answer
+    is exactly ``unique_label``'s (the lowest free ``base-N``). ``reset()`` whenever a name
+    this handed out was not taken after all (a failed insert)."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+        self._freed: dict[str, set[int]] = {}
+
+    def pick(self, base: str, taken: Container[str]) -> str:
+        base = base or FALLBACK_LABEL
+        if base not in taken:
+            return base
+        start = self._next.get(base, 1)
+        freed = sorted(k for k in self._freed.pop(base, ()) if k < start and f"{base}-{k}" not in taken)
+        if freed:
+            if len(freed) > 1:
+                self._freed[base] = set(freed[1:])
+            return f"{base}-{freed[0]}"
+        n = start
+        while f"{base}-{n}" in taken:
+            n += 1
+        self._next[base] = n + 1
+        return f"{base}-{n}"
+
+    def released(self, label: str) -> None:
+        """``label`` is free again (its node was deleted or renamed)."""
+        base, sep, suffix = label.rpartition("-")
+        if sep and suffix.isascii() and suffix.isdigit() and base in self._next:
+            self._freed.setdefault(base, set()).add(int(suffix))
+
+    def reset(self) -> None:
+        self._next.clear()
+        self._freed.clear()
