@@ -296,7 +296,7 @@ class Mapper:
             spans[c] = (at, at + len(f))
             at += len(f)
             frames.append(f)
-        if len(self._runs) > 64:
+        if len(self._runs) >= 16:          # a run is ~130 bytes per peer: bound what old views hold
             self._runs.clear()
         run = self._runs[id(base)] = _Run(base, st.touch_gen, st.online_epoch, len(st.online_log),
                                           COMMA.join(frames), spans)
