@@ -27,6 +27,7 @@ from json.encoder import encode_basestring_ascii as _esc  # what json.dumps uses
 from typing import Any
 
 from app.core.model import Node, PreAuthKey, RegisterMethod
+from app.core.routes import served_routes
 from app.server.api_v1 import TAGGED_DEVICES, ZERO_DISCO_KEY, preauthkey_json, ts, user_json
 
 Pieces = tuple[str, str, str, str, str]
@@ -110,7 +111,12 @@ class NodeListCache:
                     ck = (k, users.get(k.user_id) if k.user_id is not None else None)
                     key = self._keys.get(ck) or json.dumps(preauthkey_json(k, users))
                     key_parts[kid] = key_cache[ck] = key
-            routes = _strs(state.routes_of(n.id)) if served.get(n.id) else "[]"
+            if served.get(n.id):
+                routes = _strs(state.routes_of(n.id))
+            elif n.id in state.nodes:
+                routes = "[]"
+            else:   # deleted while the key list was read: node_json's fallback
+                routes = _strs(served_routes(n))
             add("".join((p[0], owner, p[1], key, p[2], "true" if n.id in online else "false",
                          p[3], routes, p[4])))
         self._entries, self._keys = fresh, key_cache

@@ -126,3 +126,15 @@ async def test_cache_serialises_only_new_records(server):
     await st.delete_node(nodes[0].id)
     cache.body(st, sorted(st.nodes.values(), key=lambda n: n.id), keys, complete=True)
     assert nodes[0].id not in cache._entries               # a complete listing forgets deleted nodes
+
+
+async def test_node_deleted_while_listing_is_serialised_like_node_json(server):
+    """The listing awaits the key list after taking the nodes: a router deleted meanwhile is
+    still listed, with node_json's routes for a node that is gone."""
+    st = server.state
+    _, _, _, nodes = await _populate(st)
+    keys = {k.id: k for k in await st.list_preauth_keys()}
+    listed = sorted(st.nodes.values(), key=lambda n: n.id)
+    await st.delete_node(nodes[3].id)                      # a router, primary for 10.1.0.0/24
+    body = NodeListCache().body(st, listed, keys, complete=True)
+    assert body.encode() == json.dumps({"nodes": [node_json(n, st, keys) for n in listed]}).encode()
