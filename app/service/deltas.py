@@ -40,7 +40,11 @@ class Flush:
         self._diffs: dict[tuple[int, ...], tuple[Any, Any, Any, Any]] = {}
         self._groups: dict[tuple[int, int, int], tuple[Any, ...]] = {}
         self._frames: dict[bytes, bytes] = {}
-        self._pieces: dict[int, tuple[Any, bytes]] = {}   # id(filter / SrcIPs list) -> (it, JSON)
+        # memos by id (the object is held with its result, so ids stay unique)
+        self._json: dict[int, tuple[Any, bytes]] = {}           # shared list -> its JSON
+        self._filter_jsons: dict[int, tuple[Any, bytes]] = {}   # filter list -> its JSON
+        self._sorted: dict[int, tuple[Any, list[int]]] = {}     # shared set -> sorted ids
+        self._moves: dict[tuple[int, ...], tuple[Any, ...]] = {}
 
     def intern(self, users: frozenset[int]) -> frozenset[int]:
         return self.mapper.intern_users(users)
@@ -83,6 +87,41 @@ class Flush:
             hit = self._diffs[key] = (old, new, new - old, old - new)   # the sets held: ids stay unique
         return hit[2], hit[3]
 
+    def moves(self, old_base: frozenset[int], base: frozenset[int], old_extra: frozenset[int],
+              extra: frozenset[int]) -> tuple[frozenset[int], frozenset[int]]:
+        """(peers added, peers removed) for a session that was sent (old_base, old_extra) and
+        now sees (base, extra), before its own id is taken out: the same for every session in
+        that position, so it is worked out once per flush (a policy change can move thousands
+        of peers for every session), and the result objects are shared."""
+        key = (id(old_base), id(base), id(old_extra), id(extra))
+        hit = self._moves.get(key)
+        if hit is not None:
+            return hit[4], hit[5]
+        gone = self.change.peers_removed
+        b_added, b_removed = self.base_diff(old_base, base)
+        if extra or old_extra:
+            e_added, e_removed = self.extra_diff(old_extra, extra)
+            cand = b_added | e_added
+            now = ((cand & base) | (cand & extra)) - gone
+            added = now - ((now & old_base) | (now & old_extra))
+            cand = b_removed | e_removed
+            before = (cand & old_base) | (cand & old_extra)
+            removed = before - (((before & base) | (before & extra)) - gone)
+        else:
+            added, removed = b_added - gone, set(b_removed)
+        nodes = self.mapper.state.nodes
+        hit = (old_base, base, old_extra, extra,            # the sets held: ids stay unique
+               frozenset(p for p in added if p in nodes), frozenset(removed))
+        self._moves[key] = hit
+        return hit[4], hit[5]
+
+    def sorted_ids(self, ids: frozenset[int]) -> list[int]:
+        """``sorted(ids)``, once per shared set per flush."""
+        hit = self._sorted.get(id(ids))
+        if hit is None:
+            hit = self._sorted[id(ids)] = (ids, sorted(ids))
+        return hit[1]
+
     # ---- per session ------------------------------------------------------------------------
 
     def message(self, session: MapSession) -> bytes | None:
@@ -123,27 +162,15 @@ class Flush:
         def seen_before(p: int) -> bool:
             return p != nid and (p in old_base or p in old_extra)
 
-        b_added, b_removed = self.base_diff(old_base, base)
-        if extra or old_extra:
-            # seen_now / seen_before over the candidates, in set operations (a policy change
-            # can put thousands of candidates in front of every session)
-            e_added, e_removed = self.extra_diff(old_extra, extra)
-            gone = ch.peers_removed
-            cand = b_added | e_added
-            now = ((cand & base) | (cand & extra)) - gone
-            added = now - ((now & old_base) | (now & old_extra))
-            cand = b_removed | e_removed
-            before = (cand & old_base) | (cand & old_extra)
-            removed = before - (((before & base) | (before & extra)) - gone)
-            added.discard(nid)
-            removed.discard(nid)
-        else:
-            added = b_added - ch.peers_removed
-            removed = set(b_removed)
-            added.discard(nid)
-            removed.discard(nid)
-        removed |= {p for p in ch.peers_removed if seen_before(p)}
-        added = {p for p in added if p in st.nodes}
+        added, removed = self.moves(old_base, base, old_extra, extra)
+        shared_removed = removed
+        if nid in added:
+            added = added - {nid}
+        if nid in removed:
+            removed = removed - {nid}
+        gone_seen = {p for p in ch.peers_removed if seen_before(p)}
+        if gone_seen:
+            removed = removed | gone_seen
         out: dict[str, Any] = {}
         changed = {p for p in ch.peers_changed if p in st.nodes and seen_now(p)} | added
         if ch.policy or self.routes_move:
@@ -154,7 +181,7 @@ class Flush:
         if changed:
             out["PeersChanged"] = [st.nodes[p] for p in sorted(changed)]
         if removed:
-            out["PeersRemoved"] = sorted(removed)
+            out["PeersRemoved"] = self.sorted_ids(removed) if removed is shared_removed else sorted(removed)
         patches = [{"NodeID": p, **fields} for p, fields in sorted(ch.patches.items())
                    if p not in changed and seen_now(p)]
         if patches:
@@ -199,30 +226,41 @@ class Flush:
         flush's encodings of shared filter pieces."""
         peers = delta.pop("PeersChanged", None)
         filters = delta.pop("PacketFilters", None)
+        removed = delta.pop("PeersRemoved", None)
         delta["ControlTime"] = self.control_time
         if peers is None:
             body = encode_json(delta)
         else:
             body = builder.assemble(delta, "PeersChanged", self.mapper.peer_blobs(session, peers))
-        if filters is None:
+        if filters is None and removed is None:
             return body
-        return b"".join((body[:-1], b',"PacketFilters":{"base":', self._filter_json(filters["base"]), b"}}"))
+        parts = [body[:-1]]
+        if removed is not None:
+            parts += [b',"PeersRemoved":', self._json_of(removed)]
+        if filters is not None:
+            parts += [b',"PacketFilters":{"base":', self._filter_json(filters["base"]), b"}"]
+        parts.append(b"}")
+        return b"".join(parts)
+
+    def _json_of(self, obj: Any) -> bytes:
+        """JSON of a list shared by many sessions' messages, once per flush."""
+        hit = self._json.get(id(obj))
+        if hit is None:
+            hit = self._json[id(obj)] = (obj, encode_json(obj))
+        return hit[1]
 
     def _filter_json(self, rules: list[dict[str, Any]]) -> bytes:
         """A packet filter's JSON, from pieces encoded once per flush: filters are shared by
         nodes keeping the same entries, and each node's rules share their SrcIPs lists (a
         policy change about a 3,000-address group re-sends them to every destination)."""
-        hit = self._pieces.get(id(rules))
+        hit = self._filter_jsons.get(id(rules))
         if hit is None:
-            hit = self._pieces[id(rules)] = (rules, b"[" + b",".join(map(self._rule_json, rules)) + b"]")
+            hit = self._filter_jsons[id(rules)] = (rules, b"[" + b",".join(map(self._rule_json, rules)) + b"]")
         return hit[1]
 
     def _rule_json(self, rule: dict[str, Any]) -> bytes:
         src = rule.get("SrcIPs")
         if src is None:
             return encode_json(rule)
-        hit = self._pieces.get(id(src))
-        if hit is None:
-            hit = self._pieces[id(src)] = (src, encode_json(src))     # the list held: ids stay unique
         rest = encode_json({k: v for k, v in rule.items() if k != "SrcIPs"})
-        return b'{"SrcIPs":' + hit[1] + (b"}" if rest == b"{}" else b"," + rest[1:])
+        return b'{"SrcIPs":' + self._json_of(src) + (b"}" if rest == b"{}" else b"," + rest[1:])

@@ -19,7 +19,7 @@ def test_filter_json_from_shared_pieces_equals_plain_encoding():
         {"DstPorts": []},
     ]
     f = Flush.__new__(Flush)       # only the encoding memo is exercised
-    f._pieces = {}
+    f._json, f._filter_jsons = {}, {}
     got = f._filter_json(rules)
     assert got == encode_json(rules)
     assert json.loads(got) == rules
