@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -32,6 +33,24 @@ NOT_IMPLEMENTED = {
     "/machine/set-dns", "/machine/update-health", "/machine/id-token", "/machine/set-device-attr",
     "/machine/audit-log", "/machine/feature/query", "/machine/whoami", "/machine/c2n", "/machine/webclient",
 }
+
+
+class _DirectQueue(asyncio.Queue):
+    """A map session's queue (MapSession.queue) that lets its stream write a message at once
+    while the stream's task is idle, instead of waking the task for it. Only when nothing is
+    queued (order is kept) and only what the socket takes without waiting; all else queues."""
+
+    write_now: Callable[[bytes], bool] | None = None
+
+    def put_nowait(self, item: bytes) -> None:
+        write = self.write_now
+        if write is not None and item and self.empty():
+            try:
+                if write(item):
+                    return
+            except Exception:   # the stream's own task meets the error and ends
+                log.debug("direct map write failed; queued for the stream task", exc_info=True)
+        super().put_nowait(item)
 
 
 class ControlRoutes:
@@ -113,6 +132,7 @@ class ControlRoutes:
     async def stream(self, node_id: int, version: int, resp: Response) -> None:
         st = self.state
         session = MapSession(node_id, version, keepalive=self.keepalive)
+        queue = session.queue = _DirectQueue()
         old = self.batcher.attach(session)
         if old is not None:
             old.close()
@@ -136,10 +156,27 @@ class ControlRoutes:
                 keepalive_timer = loop.call_later(session.next_keepalive(), keepalive_due)
 
             keepalive_timer = loop.call_later(session.next_keepalive(), keepalive_due)
-            queue = session.queue
+
+            def write_now(item: bytes) -> bool:
+                # While this task waits for its queue, a message the socket and window take at
+                # once is written by whoever queues it: no task switch per message.
+                if session.needs_full or session.closed.is_set() or node_id not in st.nodes \
+                        or not resp.try_send(item):
+                    return False
+                if item is KEEPALIVE:
+                    SENT_KEEPALIVE.inc()
+                else:
+                    SENT_DELTA.inc()
+                    session.messages_sent += 1
+                return True
+
             ending = False
             while not ending and not session.closed.is_set():
-                item = await queue.get()
+                queue.write_now = write_now
+                try:
+                    item = await queue.get()
+                finally:
+                    queue.write_now = None
                 # Everything queued meanwhile goes out in the same write: messages are
                 # length-prefixed, so a joined batch is the same bytes on the wire.
                 batch: list[bytes] = []

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -72,6 +73,10 @@ class Response:
         await self.server.send_data(self.stream_id, data, end)
         self.ended = end
 
+    def try_send(self, data: bytes) -> bool:
+        """Write ``data`` at once if nothing has to wait for it (see H2Server.try_send)."""
+        return self.server.try_send(self.stream_id, data)
+
     async def simple(self, status: int, body: bytes = b"", content_type: str = "application/json") -> None:
         headers = [("content-type", content_type), ("content-length", str(len(body)))]
         await self.start(status, headers)
@@ -92,8 +97,9 @@ class _Connection(h2.connection.H2Connection):
 
 class H2Server:
     def __init__(self, write: Callable[[bytes], None], drain: Callable[[], Awaitable[None]], handler: Handler,
-                 max_streams: int = MAX_STREAMS) -> None:
+                 max_streams: int = MAX_STREAMS, writable: Callable[[], bool] | None = None) -> None:
         self.max_streams = max_streams
+        self._writable = writable   # the socket takes a write without waiting (try_send)
         self._clock = asyncio.get_running_loop().time
         self.last_activity = self._clock()   # last request bytes, or the end of the last answer
         self._write = write
@@ -254,13 +260,10 @@ class H2Server:
         which are debited exactly as h2 does. The frame that ends the stream goes through h2.
         """
         view = memoryview(data)
+        conn = self.conn
         while True:
-            if self.closed:
-                raise StreamClosed()
-            conn = self.conn
-            stream = conn.streams.get(stream_id)
-            if stream is None or stream.state_machine.state not in _SENDING \
-                    or conn.state_machine.state is ConnectionState.CLOSED:
+            stream = self._sending(stream_id)
+            if stream is None:
                 raise StreamClosed()
             window = min(conn.outbound_flow_control_window, stream.outbound_flow_control_window)
             if not view:
@@ -277,11 +280,7 @@ class H2Server:
             last = end and take == len(view)
             # the frame that ends the stream is h2's; all others are framed here
             fast = take - min(take, conn.max_outbound_frame_size) if last else take
-            out = [conn.data_to_send()]   # frames h2 queued earlier (SETTINGS ack, ...) go first
-            if fast:
-                out += data_frames(view[:fast], stream_id, conn.max_outbound_frame_size)
-                conn.outbound_flow_control_window -= fast
-                stream.outbound_flow_control_window -= fast
+            out = self._frames(stream, view[:fast])
             if last:
                 conn.send_data(stream_id, bytes(view[fast:take]), end_stream=True)
                 out.append(conn.data_to_send())
@@ -290,6 +289,38 @@ class H2Server:
             await self._drain()
             if last:
                 return
+
+    def try_send(self, stream_id: int, data: bytes) -> bool:
+        """Write ``data`` (not ending the stream) now, if nothing has to wait for it: the
+        stream open, its window big enough for all of it, and the socket's buffer below the
+        high-water mark. False (and nothing written) otherwise; then ``send_data`` it."""
+        stream = self._sending(stream_id)
+        if stream is None or self._writable is None or not self._writable() \
+                or len(data) > min(self.conn.outbound_flow_control_window, stream.outbound_flow_control_window):
+            return False
+        self._send(b"".join(self._frames(stream, memoryview(data))))
+        return True
+
+    def _sending(self, stream_id: int) -> Any:
+        """The h2 stream, if DATA may still be sent on it."""
+        if self.closed:
+            return None
+        stream = self.conn.streams.get(stream_id)
+        if stream is None or stream.state_machine.state not in _SENDING \
+                or self.conn.state_machine.state is ConnectionState.CLOSED:
+            return None
+        return stream
+
+    def _frames(self, stream: Any, view: memoryview) -> list[bytes | memoryview]:
+        """What h2 queued earlier (SETTINGS ack, ...), then DATA frames carrying ``view``; the
+        send windows are debited as h2 does."""
+        conn = self.conn
+        out: list[bytes | memoryview] = [conn.data_to_send()]
+        if view:
+            out += data_frames(view, stream.stream_id, conn.max_outbound_frame_size)
+            conn.outbound_flow_control_window -= len(view)
+            stream.outbound_flow_control_window -= len(view)
+        return out
 
     def _send(self, data: bytes) -> None:
         if data and not self.closed:

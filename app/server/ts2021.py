@@ -32,6 +32,7 @@ log = logging.getLogger("headscale.noise")
 
 UPGRADE = "tailscale-control-protocol"
 IDLE_TIMEOUT = 60.0
+WRITE_ROOM = 64 * 1024
 
 
 class TS2021:
@@ -84,7 +85,14 @@ class TS2021:
         async def drain() -> None:
             await writer.drain()
 
-        server = H2Server(write, drain, self.routes_for(machine_key, result.version), self.max_streams)
+        sock = getattr(writer, "transport", None)   # None for the WebSocket adapter
+
+        def writable() -> bool:
+            # below asyncio's default high-water mark: a write now does not need a drain
+            return not sock.is_closing() and sock.get_write_buffer_size() < WRITE_ROOM
+
+        server = H2Server(write, drain, self.routes_for(machine_key, result.version), self.max_streams,
+                          writable if sock is not None else None)
         self.connections += 1
         try:
             await server.start()

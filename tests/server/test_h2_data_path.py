@@ -221,3 +221,44 @@ async def test_connection_window_is_shared_and_debited_exactly():
     await p.pump(lambda: not p.server.tasks)
     assert bytes(p.body[1]) == p.messages[0] and bytes(p.body[sid2]) == p.messages[0]
     assert p.server.conn.outbound_flow_control_window == p.client.inbound_flow_control_window
+
+
+async def test_try_send_writes_only_what_needs_no_wait():
+    p = Pair([], window=1000)
+    room = [True]
+    p_writable = lambda: room[0]   # the socket's state, switched by the test
+
+    async def drain() -> None:
+        return None
+
+    async def handler(req, resp) -> None:
+        await resp.start(200)
+        p.resp = resp
+        await asyncio.Event().wait()
+
+    p.server = H2Server(p.write, drain, handler, writable=p_writable)
+    await p.server.start()
+    await p.to_server()
+    p.to_client()
+    sid = await p.request()
+    resp = p.resp
+    before = (p.server.conn.outbound_flow_control_window, p.writes)
+    assert resp.try_send(b"a" * 600)
+    assert not resp.try_send(b"b" * 600)          # more than the window left: nothing written
+    assert p.server.conn.local_flow_control_window(sid) == 400
+    room[0] = False
+    assert not resp.try_send(b"c")                # the socket's buffer is full: nothing written
+    room[0] = True
+    assert resp.try_send(b"d" * 400)
+    assert p.writes == before[1] + 2
+    p.to_client()
+    assert bytes(p.body[sid]) == b"a" * 600 + b"d" * 400
+    p.client.reset_stream(sid)
+    await p.to_server()
+    assert not resp.try_send(b"e")                # reset: nothing more on this stream
+
+
+async def test_try_send_needs_a_writable_check():
+    p = Pair([b"x"])
+    await p.start()      # H2Server without writable=: every message goes through send_data
+    assert not p.server.try_send(1, b"y")
