@@ -163,14 +163,18 @@ class Flush:
             return p != nid and (p in old_base or p in old_extra)
 
         added, removed = self.moves(old_base, base, old_extra, extra)
-        shared_removed = removed
         if nid in added:
             added = added - {nid}
-        if nid in removed:
-            removed = removed - {nid}
         gone_seen = {p for p in ch.peers_removed if seen_before(p)}
         if gone_seen:
-            removed = removed | gone_seen
+            removed = (removed | gone_seen) - {nid}
+            removed_ids = sorted(removed)
+        elif nid in removed:
+            removed_ids = self.sorted_ids(removed).copy()
+            removed_ids.remove(nid)
+            removed = removed - {nid}
+        elif removed:
+            removed_ids = self.sorted_ids(removed)      # shared by every session in this position
         out: dict[str, Any] = {}
         changed = {p for p in ch.peers_changed if p in st.nodes and seen_now(p)} | added
         if ch.policy or self.routes_move:
@@ -181,7 +185,7 @@ class Flush:
         if changed:
             out["PeersChanged"] = [st.nodes[p] for p in sorted(changed)]
         if removed:
-            out["PeersRemoved"] = self.sorted_ids(removed) if removed is shared_removed else sorted(removed)
+            out["PeersRemoved"] = removed_ids
         patches = [{"NodeID": p, **fields} for p, fields in sorted(ch.patches.items())
                    if p not in changed and seen_now(p)]
         if patches:
@@ -236,7 +240,9 @@ class Flush:
             return body
         parts = [body[:-1]]
         if removed is not None:
-            parts += [b',"PeersRemoved":', self._json_of(removed)]
+            shared = self._sorted.get(id(removed))
+            parts += [b',"PeersRemoved":', self._json_of(removed) if shared and shared[1] is removed
+                      else encode_json(removed)]
         if filters is not None:
             parts += [b',"PacketFilters":{"base":', self._filter_json(filters["base"]), b"}"]
         parts.append(b"}")
