@@ -11,6 +11,7 @@ sessions x change + sessions), never O(sessions x peers).
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 from app.core.map import builder
@@ -44,6 +45,8 @@ class Flush:
         self._json: dict[int, tuple[Any, bytes]] = {}           # shared list -> its JSON
         self._filter_jsons: dict[int, tuple[Any, bytes]] = {}   # filter list -> its JSON
         self._sorted: dict[int, tuple[Any, list[int]]] = {}     # shared set -> sorted ids
+        self._ids_json: dict[int, tuple[Any, bytes, list[int]]] = {}   # shared sorted ids -> JSON
+        self._minus: dict[int, tuple[list[int], list[int], int]] = {}  # a session's list -> (shared, id)
         self._moves: dict[tuple[int, ...], tuple[Any, ...]] = {}
 
     def intern(self, users: frozenset[int]) -> frozenset[int]:
@@ -116,10 +119,11 @@ class Flush:
         return hit[4], hit[5]
 
     def sorted_ids(self, ids: frozenset[int]) -> list[int]:
-        """``sorted(ids)``, once per shared set per flush."""
+        """``sorted(ids)``, once per shared set per flush (and its JSON, see _removed_json)."""
         hit = self._sorted.get(id(ids))
         if hit is None:
             hit = self._sorted[id(ids)] = (ids, sorted(ids))
+            self._ids_json[id(hit[1])] = (hit[1], encode_json(hit[1]), [])
         return hit[1]
 
     # ---- per session ------------------------------------------------------------------------
@@ -170,9 +174,11 @@ class Flush:
             removed = (removed | gone_seen) - {nid}
             removed_ids = sorted(removed)
         elif nid in removed:
-            removed_ids = self.sorted_ids(removed).copy()
+            shared_ids = self.sorted_ids(removed)
+            removed_ids = shared_ids.copy()
             removed_ids.remove(nid)
             removed = removed - {nid}
+            self._minus[id(removed_ids)] = (removed_ids, shared_ids, nid)   # its JSON: cut from the shared one
         elif removed:
             removed_ids = self.sorted_ids(removed)      # shared by every session in this position
         out: dict[str, Any] = {}
@@ -240,13 +246,34 @@ class Flush:
             return body
         parts = [body[:-1]]
         if removed is not None:
-            shared = self._sorted.get(id(removed))
-            parts += [b',"PeersRemoved":', self._json_of(removed) if shared and shared[1] is removed
-                      else encode_json(removed)]
+            parts += [b',"PeersRemoved":', self._removed_json(removed)]
         if filters is not None:
             parts += [b',"PacketFilters":{"base":', self._filter_json(filters["base"]), b"}"]
         parts.append(b"}")
         return b"".join(parts)
+
+    def _removed_json(self, ids: list[int]) -> bytes:
+        """JSON of a PeersRemoved list: shared lists once per flush; a shared list minus the
+        session's own id by cutting that element out of the shared JSON."""
+        minus = self._minus.pop(id(ids), None)
+        if minus is None or minus[0] is not ids:
+            hit = self._ids_json.get(id(ids))
+            return hit[1] if hit is not None and hit[0] is ids else encode_json(ids)
+        _, shared, drop = minus
+        hit = self._ids_json.get(id(shared))
+        if hit is None or not hit[2]:
+            texts = [str(x) for x in shared]
+            starts = [1]                                # byte offset of each element in the JSON
+            for t in texts[:-1]:
+                starts.append(starts[-1] + len(t) + 1)
+            hit = self._ids_json[id(shared)] = (shared, ("[" + ",".join(texts) + "]").encode(), starts)
+        _, js, starts = hit
+        i = bisect_left(shared, drop)
+        if len(shared) == 1:
+            return b"[]"
+        if i + 1 < len(shared):
+            return js[:starts[i]] + js[starts[i + 1]:]
+        return js[:starts[i] - 1] + b"]"
 
     def _json_of(self, obj: Any) -> bytes:
         """JSON of a list shared by many sessions' messages, once per flush."""
