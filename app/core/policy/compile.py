@@ -17,6 +17,11 @@ output Tailscale's control plane produces where the two differ (golden captures)
 
 Everything per node is computed on first use and cached. A ``CompiledPolicy`` never changes;
 new users, nodes or policy mean a new one (compare ``node_digest`` to find changed nodes).
+Built with ``previous=`` it reuses the previous tailnet indexes when users and nodes are the
+same objects, and hands out the previous result objects (peer sets, filters) where equal, so
+map sessions can skip unchanged views by identity; a node whose filter key did not move gets
+its previous filter without a rebuild (carryover.py). Nodes keeping the same entries and no
+per-node rules share one filter list; autogroup:self extras are one set per user.
 """
 
 from __future__ import annotations
