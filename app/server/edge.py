@@ -31,6 +31,10 @@ HEAD_TIMEOUT = 10.0        # tuning.request_head_timeout
 HTTP_IDLE_TIMEOUT = 30.0   # tuning.http_idle_timeout
 BODY_TIMEOUT = 30.0        # tuning.request_body_timeout
 BODY_BUDGET = 32 << 20     # tuning.max_buffered_request_bytes
+# Connections the kernel may hold accepted before we take them (capped by net.core.somaxconn,
+# as Go's listeners are). asyncio's default of 100 overflowed when every node reconnected
+# after a restart: dropped SYNs wait out TCP's 1, 3, 7 s retransmits (TcpExtListenOverflows).
+LISTEN_BACKLOG = 4096
 
 
 @dataclass
@@ -101,12 +105,13 @@ class Edge:
         # head timeout too (asyncio's default is 60 s).
         extra = {"ssl_handshake_timeout": self.head_timeout} if tls is not None else {}
         server = await asyncio.start_server(self._on_connection, host, port, ssl=tls, limit=MAX_HEAD * 4,
-                                            reuse_address=True, **extra)
+                                            reuse_address=True, backlog=LISTEN_BACKLOG, **extra)
         self.servers.append(server)
         return server
 
     async def listen_unix(self, path: str) -> asyncio.AbstractServer:
-        server = await asyncio.start_unix_server(self._on_connection, path, limit=MAX_HEAD * 4)
+        server = await asyncio.start_unix_server(self._on_connection, path, limit=MAX_HEAD * 4,
+                                                 backlog=LISTEN_BACKLOG)
         self.servers.append(server)
         return server
 
