@@ -27,21 +27,18 @@ per-node rules share one filter list; autogroup:self extras are one set per user
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from ..model import Node, User
 from .aliases import NOTHING, Resolved, resolve
 from .carryover import CarryOver
 from .errors import PolicyError, Problem
-from .filter import ALLOW_ALL, COMPANION_CAPS, merge_rules, net_port
-from .ipset import ALL, INTERNET, V6_BASE, AddrSet, network_str, prefix_interval
+from .filter import COMPANION_CAPS
+from .ipset import ALL, AddrSet
 from .model import (
     AG_DANGER_ALL,
     AG_INTERNET,
@@ -61,19 +58,15 @@ from .model import (
     Policy,
     PortRange,
 )
+from .nodefilter import FilterStage
 from .ports import protocol_numbers
+from .rule import _MAX, Entry, Rule, _Rule, _SelfGrant, _ViaGrant
 from .tailnet import Tailnet
+from .visibility import VisibilityStage
 
 __all__ = ["CompiledPolicy", "acl_to_grants", "compile_policy"]
 
-Rule = dict[str, Any]
-Entry = tuple[str, int, int, PortRange]          # DstPorts entry: text, address interval, ports
-_MAX = V6_BASE + (1 << 128) - 1                   # "*" covers the whole number line
-_EBITS = 32                                       # entry index bits in an entry id
-_V4_ALL = (0, V6_BASE - 1)
-_V6_ALL = (V6_BASE, _MAX)
 _ANY = Alias(WILDCARD, "*")
-_NO_PEERS: frozenset[int] = frozenset()
 _DEFAULT_GRANT = Grant((_ANY,), (_ANY,), (IpEntry("", (ALL_PORTS,)),))
 
 
@@ -87,47 +80,7 @@ def acl_to_grants(acl: Acl) -> list[Grant]:
     return [Grant(acl.src, (d.alias,), (IpEntry(acl.proto, d.ports),)) for d in ordered]
 
 
-@dataclass(slots=True)
-class _Rule:
-    """An unreduced filter rule plus what is needed to reduce and match it."""
-
-    src_ips: list[str]
-    src: AddrSet                      # everything SrcIPs covers
-    src_nodes: frozenset[int]         # nodes named by identity (their IPs are in ``src``)
-    src_literal: AddrSet              # the rest of ``src`` (CIDRs, hosts, "*", routes)
-    proto: tuple[int, ...] = ()
-    entries: list[Entry] = field(default_factory=list)
-    caps: list[tuple[tuple[Network, ...], Mapping[str, Any]]] | None = None
-    by_node: dict[int, list[int]] | None = None     # entry indices per owning node (self rules)
-    dst_parts: list[Resolved | None] | None = None  # what the destinations resolve to (None = "*")
-
-    def dst_set(self) -> AddrSet:
-        ivs = [(lo, hi) for _, lo, hi, _ in self.entries]
-        for dsts, _ in self.caps or ():
-            ivs.extend(prefix_interval(d) for d in dsts)
-        return AddrSet(ivs)
-
-
-@dataclass(slots=True)
-class _SelfGrant:
-    srcs: list[Resolved]
-    ip: tuple[IpEntry, ...]
-    app: Mapping[str, Any] | None
-
-
-@dataclass(slots=True)
-class _ViaGrant:
-    tags: tuple[str, ...]
-    src_ips: list[str]
-    src: AddrSet
-    src_nodes: frozenset[int]
-    src_literal: AddrSet
-    dsts: list[Network]
-    internet: bool
-    ip: tuple[IpEntry, ...]
-
-
-class CompiledPolicy:
+class CompiledPolicy(FilterStage, VisibilityStage):
     """Everything a map response needs from the policy, per node (see module docstring)."""
 
     def __init__(self, policy: Policy | None, users: Sequence[User], nodes: Sequence[Node], *,
@@ -418,409 +371,6 @@ class CompiledPolicy:
         self._via_grants.append(_ViaGrant(g.via, self._src_strings(merged, wildcard, danger, None), src,
                                           merged.nodes, literal, dsts, internet, g.ip))
 
-    # ------------------------------------------------------------------
-    # indexes
-    def _keepers(self, lo: int, hi: int) -> frozenset[int] | None:
-        """Nodes whose reduced filter keeps an entry; None means every node."""
-        keep = self.entry_nodes(lo, hi)
-        t = self.tailnet
-        if t.exit_nodes and INTERNET.covers(lo, hi):
-            keep = keep | t.exit_nodes
-        return None if len(keep) == len(t.all_nodes) else keep
-
-    def _index_rules(self) -> None:
-        all_nodes = self.tailnet.all_nodes
-        universal, node_entries = self._universal, self._node_entries
-        keepers_cache: dict[tuple[int, int], frozenset[int] | None] = {}
-        for ri, rule in enumerate(self._rules):
-            if rule.caps is not None:
-                keep: set[int] = set()
-                for dsts, _ in rule.caps:
-                    for d in dsts:
-                        keep |= self.entry_nodes(*prefix_interval(d))
-                if keep == all_nodes:
-                    self._cap_universal.append(ri)
-                else:
-                    for nid in keep:
-                        self._node_caps[nid].append(ri)
-                continue
-            base = ri << _EBITS
-            for ei, (_, lo, hi, _) in enumerate(rule.entries):
-                eid = base | ei
-                key = (lo, hi)
-                if key in keepers_cache:
-                    keepers = keepers_cache[key]
-                else:
-                    keepers = keepers_cache[key] = self._keepers(lo, hi)
-                if keepers is None:
-                    universal.append(eid)
-                else:
-                    for nid in keepers:
-                        node_entries[nid].append(eid)
-
-    def _part_nodes(self, r: Resolved) -> frozenset[int]:
-        """Destination nodes of one resolved alias (cached): identity nodes, owners of its
-        literal addresses, subnet routers overlapping any of it."""
-        cached = self._part_cache.get(r)
-        if cached is None:
-            cached = self._source_nodes(r.nodes, r.addrs, self.full(r))
-            self._part_cache[r] = cached
-        return cached
-
-    def _matcher_nodes(self, rule: _Rule) -> tuple[frozenset[int], frozenset[int]]:
-        t = self.tailnet
-        src = self._source_nodes(rule.src_nodes, rule.src_literal, rule.src)
-        dst: set[int] = set()
-        literal = []
-        if rule.dst_parts is not None:
-            for part in rule.dst_parts:
-                if part is None:
-                    return src, t.all_nodes
-                dst |= self._part_nodes(part)
-                if part.addrs:
-                    literal.append(part.addrs)
-        else:
-            for _, lo, hi, _ in rule.entries:
-                dst |= self.entry_nodes(lo, hi)
-            literal.append(AddrSet((lo, hi) for _, lo, hi, _ in rule.entries))
-        for dsts, _ in rule.caps or ():
-            for d in dsts:
-                dst |= self.entry_nodes(*prefix_interval(d))
-            literal.append(AddrSet.of_networks(dsts))
-        if t.exit_nodes and not t.exit_nodes <= dst and literal:
-            space = AddrSet().union(*literal)
-            if space.covers(*_V4_ALL) or space.covers(*_V6_ALL) or INTERNET.issubset(space):
-                dst |= t.exit_nodes
-        return src, frozenset(dst)
-
-    def _add_matcher(self, src: frozenset[int], dst: frozenset[int]) -> None:
-        if not src or not dst:
-            return
-        all_nodes = self.tailnet.all_nodes
-        if src == all_nodes:
-            self._universal_peers |= dst
-        else:
-            self._src_groups.setdefault(src, set()).update(dst)
-        if dst == all_nodes:
-            self._universal_peers |= src
-        else:
-            self._dst_groups.setdefault(dst, set()).update(src)
-
-    def _index_matchers(self) -> None:
-        for rule in self._rules:
-            self._add_matcher(*self._matcher_nodes(rule))
-        for key in self._src_groups:
-            for nid in key:
-                self._src_of[nid].append(key)
-        for key in self._dst_groups:
-            for nid in key:
-                self._dst_of[nid].append(key)
-        # A via grant links each router that serves its destinations with the grant's sources
-        # (and, when the router is itself a source, with the destinations).
-        for vg in self._via_grants:
-            src = None
-            for nid in self.tailnet.tagged_nodes:
-                prefixes = self._via_prefixes(vg, nid)
-                if not prefixes:
-                    continue
-                if src is None:
-                    src = self._source_nodes(vg.src_nodes, vg.src_literal, vg.src)
-                for other in src:
-                    self._add_edge(nid, other)
-                if nid in src:
-                    for other in self.nodes_in(AddrSet.of_networks(prefixes)):
-                        self._add_edge(nid, other)
-
-    def _add_edge(self, a: int, b: int) -> None:
-        if a != b:
-            self._extra_edges[a].add(b)
-            self._extra_edges[b].add(a)
-
-    # ------------------------------------------------------------------
-    # per-node packet filter
-    def filter_rules(self, node_id: int) -> list[Rule]:
-        """The node's reduced ``PacketFilter`` rules (wire JSON); cached, treat as read-only."""
-        cached = self._filters.get(node_id)
-        if cached is not None:
-            return cached
-        if node_id not in self.tailnet.nodes:
-            raise KeyError(node_id)
-        if self.allow_all:
-            out = ALLOW_ALL
-        else:
-            key = self._filter_key(node_id)
-            out = self._carry.filter(node_id, key)
-            if out is None:
-                out = self._carry.equal_filter(node_id, self._build_filter(node_id))
-            self._filter_keys[node_id] = key
-        self._filters[node_id] = out
-        return out
-
-    def _filter_key(self, nid: int) -> tuple[Any, ...] | None:
-        """Everything the node's filter is a function of, as interned tokens (carryover.py);
-        None when it also depends on capability or via rules (then it is always built)."""
-        if self._cap_universal or nid in self._node_caps or self.via_rules(nid):
-            return None
-        if self._universal_key is None:
-            self._tokenise()
-        tok, mask = self._rule_tokens, (1 << _EBITS) - 1
-        own = tuple((tok[eid >> _EBITS], eid & mask) for eid in self._node_entries.get(nid, ()))
-        uid = self.tailnet.owner_of(nid) if self._self_grants else None
-        if uid is None:
-            return (self._universal_key, own)
-        if uid not in self._self_keys:
-            rules = self.self_rules_for(nid)
-            new = (None if any(r.caps is not None for r in rules) else
-                   tuple((tuple(r.src_ips), r.proto, tuple(r.entries)) for r in rules))
-            self._self_keys[uid] = self._carry.same(new, self._carry.self_keys.get(uid))
-        self_key = self._self_keys[uid]
-        if self_key is None:
-            return None
-        t = self.tailnet
-        return (self._universal_key, own, self_key, t.addrs[nid], t.subnet_routes.get(nid), nid in t.exit_nodes)
-
-    def _tokenise(self) -> None:
-        self._rule_tokens = [None if r.caps is not None else
-                             self._carry.token((tuple(r.src_ips), r.proto, tuple(r.entries))) for r in self._rules]
-        mask = (1 << _EBITS) - 1
-        universal = tuple((self._rule_tokens[eid >> _EBITS], eid & mask) for eid in sorted(self._universal))
-        self._universal_key = self._carry.same(universal, self._carry.universal_key)
-
-    def _build_filter(self, nid: int) -> list[Rule]:
-        own = self._node_entries.get(nid, [])
-        if self._cap_universal or nid in self._node_caps or self.self_rules_for(nid) or self.via_rules(nid):
-            return self._assemble_filter(nid, own)
-        # The filter depends only on which entries the node keeps: nodes keeping the same
-        # entries share one list (an allow-all style policy: one list for the tailnet).
-        sig = tuple(own)
-        out = self._filter_by_sig.get(sig)
-        if out is None:
-            out = self._filter_by_sig[sig] = self._assemble_filter(nid, own)
-        return out
-
-    def _assemble_filter(self, nid: int, own: list[int]) -> list[Rule]:
-        kept: dict[int, list[int]] = defaultdict(list)
-        mask = (1 << _EBITS) - 1
-        for eid in sorted(self._universal + own):
-            kept[eid >> _EBITS].append(eid & mask)
-        out: list[Rule] = []
-        for ri in sorted(set(kept) | set(self._cap_universal) | set(self._node_caps.get(nid, ()))):
-            rule = self._rules[ri]
-            if rule.caps is not None:
-                reduced = self._reduce_caps(nid, rule)
-                if reduced is not None:
-                    out.append(reduced)
-                continue
-            key = (ri, tuple(kept[ri]))
-            wire = self._reduced_cache.get(key)
-            if wire is None:
-                wire = self._reduced_cache[key] = _wire(rule, [rule.entries[i] for i in kept[ri]], self._np_cache)
-            out.append(wire)
-        extra = self.self_rules_for(nid) + self.via_rules(nid)
-        if extra:
-            out.extend(r for r in (self._reduce(nid, rule) for rule in extra) if r is not None)
-            out = merge_rules(out)
-        return out
-
-    def _reduce(self, nid: int, rule: _Rule) -> Rule | None:
-        """headscale ``ReduceFilterRules`` for one rule and one node."""
-        if rule.caps is not None:
-            return self._reduce_caps(nid, rule)
-        t = self.tailnet
-        addrs = t.addrs[nid]
-        routes = [prefix_interval(r) for r in t.subnet_routes.get(nid, ())]
-        is_exit = nid in t.exit_nodes
-        if rule.by_node is not None and not routes and not is_exit:
-            kept = [rule.entries[i] for i in rule.by_node.get(nid, ())]
-        else:
-            kept = [e for e in rule.entries
-                    if any(e[1] <= a <= e[2] for a in addrs)
-                    or any(lo <= e[2] and e[1] <= hi for lo, hi in routes)
-                    or (is_exit and INTERNET.covers(e[1], e[2]))]
-        return _wire(rule, kept, self._np_cache) if kept else None
-
-    def _reduce_caps(self, nid: int, rule: _Rule) -> Rule | None:
-        """Capability grants narrowed to the node: its own /32 and /128 inside broad
-        destinations, plus destinations overlapping its approved subnet routes."""
-        t = self.tailnet
-        addrs = t.addrs[nid]
-        texts = t.node_ip_strings(nid)
-        routes = t.subnet_routes.get(nid, ())
-        grants = []
-        for dsts, capmap in rule.caps or ():
-            match: set[tuple[int, int, int, str]] = set()
-            for d in dsts:
-                lo, hi = prefix_interval(d)
-                if d.prefixlen == d.max_prefixlen:
-                    if lo in addrs:
-                        match.add((d.version, d.prefixlen, lo, network_str(d)))
-                    continue
-                for a, ip in zip(addrs, texts):
-                    if lo <= a <= hi:
-                        v4 = a < V6_BASE
-                        match.add((4 if v4 else 6, 32 if v4 else 128, a, f"{ip}/{32 if v4 else 128}"))
-                for r in routes:
-                    if d.version == r.version and d.overlaps(r):
-                        match.add((d.version, d.prefixlen, lo, network_str(d)))
-            if match:
-                grants.append({"Dsts": [m[3] for m in sorted(match)], "CapMap": _capmap_json(capmap)})
-        if not grants:
-            return None
-        return {"SrcIPs": rule.src_ips, "CapGrant": grants}
-
-    # --- autogroup:self, per user -------------------------------------------
-    def self_rules_for(self, nid: int) -> list[_Rule]:
-        if not self._self_grants:
-            return []
-        uid = self.tailnet.owner_of(nid)
-        if uid is None:
-            return []
-        rules = self._self_rules.get(uid)
-        if rules is None:
-            rules = self._self_rules[uid] = self._build_self_rules(uid)
-        return rules
-
-    def _self_sources(self, uid: int) -> list[tuple[int, ...]]:
-        """Per self grant: the user's nodes that its sources include (cached per user)."""
-        cached = self._self_src_cache.get(uid)
-        if cached is None:
-            t = self.tailnet
-            same_user = t.user_nodes_ordered(uid)
-            cached = [tuple(n for n in same_user
-                            if any(n in r.nodes or (r.addrs and r.addrs.contains_any(t.addrs[n]))
-                                   for r in sg.srcs))
-                      for sg in self._self_grants]
-            self._self_src_cache[uid] = cached
-        return cached
-
-    def _build_self_rules(self, uid: int) -> list[_Rule]:
-        """autogroup:self for one user: sources limited to the user's own untagged devices,
-        destinations all of them (headscale ``compileAutogroupSelf``)."""
-        t = self.tailnet
-        same_user = t.user_nodes_ordered(uid)
-        out: list[_Rule] = []
-        for sg, src_nodes in zip(self._self_grants, self._self_sources(uid)):
-            if not src_nodes:
-                continue
-            src = AddrSet.of_addrs(a for n in src_nodes for a in t.addrs[n])
-            src_ips = src.strings(t.addr_text)
-            for ip in sg.ip:
-                entries: list[Entry] = []
-                by_node: dict[int, list[int]] = {}
-                for n in same_user:
-                    for pr in ip.ports:
-                        for a in t.addrs[n]:
-                            by_node.setdefault(n, []).append(len(entries))
-                            entries.append((t.addr_text[a], a, a, pr))
-                if entries:
-                    out.append(_Rule(src_ips, src, frozenset(src_nodes), AddrSet(),
-                                     protocol_numbers(ip.proto), entries, by_node=by_node))
-            if sg.app is not None:
-                caps = [(tuple(_host_net(ip) for ip in t.node_ip_strings(n)), sg.app) for n in same_user]
-                dst_strings = [ip for n in same_user for ip in t.node_ip_strings(n)]
-                out.append(_Rule(list(src_ips), src, frozenset(src_nodes), AddrSet(), caps=caps))
-                self._companions(sg.app, dst_strings, tuple(src.prefixes()), out)
-        return out
-
-    # --- via routers ----------------------------------------------------------
-    def _via_prefixes(self, vg: _ViaGrant, nid: int) -> list[Network]:
-        """The grant's destinations this via router serves (overlapping its routes)."""
-        t = self.tailnet
-        if not any(tag in t.nodes[nid].tags for tag in vg.tags):
-            return []
-        routes = t.subnet_routes.get(nid, ())
-        prefixes = [d for d in vg.dsts if any(d.version == r.version and d.overlaps(r) for r in routes)]
-        if vg.internet and nid in t.exit_nodes:
-            prefixes.extend(INTERNET.prefixes())
-        return prefixes
-
-    def via_rules(self, nid: int) -> list[_Rule]:
-        if not self._via_grants:
-            return []
-        rules = self._via_rules.get(nid)
-        if rules is None:
-            rules = []
-            for vg in self._via_grants:
-                prefixes = self._via_prefixes(vg, nid)
-                for ip in vg.ip if prefixes else ():
-                    entries = [(network_str(pf), *prefix_interval(pf), pr) for pf in prefixes for pr in ip.ports]
-                    rules.append(_Rule(vg.src_ips, vg.src, vg.src_nodes, vg.src_literal,
-                                       protocol_numbers(ip.proto), entries))
-            self._via_rules[nid] = rules
-        return rules
-
-    # ------------------------------------------------------------------
-    # visibility
-    def peers(self, node_id: int) -> frozenset[int]:
-        """Ids of the nodes ``node_id`` may see (either side may reach the other).
-
-        The bulk comes from a set shared by all nodes with the same matcher memberships;
-        the per-node result adds same-user and via edges and drops the node itself. It is
-        rebuilt on each call rather than kept, so thousands of nodes do not each hold a
-        near-identical copy."""
-        if node_id not in self.tailnet.nodes:
-            raise KeyError(node_id)
-        base = self._peer_base(node_id)
-        own = self._own_edges(node_id)
-        return (base | own) - {node_id} if own else base - {node_id}
-
-    def peer_view(self, node_id: int) -> tuple[frozenset[int], frozenset[int]]:
-        """``peers(node_id)`` as (base shared by its visibility class, own extra edges): the
-        node sees (base | extra) - {node_id}. Callers hold the shared base, not a copy."""
-        if node_id not in self.tailnet.nodes:
-            raise KeyError(node_id)
-        return self._peer_base(node_id), self._own_edges(node_id)
-
-    def _peer_base(self, node_id: int) -> frozenset[int]:
-        """Peers from the global matchers, shared by nodes in the same matcher groups."""
-        src_keys = self._src_of.get(node_id, ())
-        dst_keys = self._dst_of.get(node_id, ())
-        sig = (tuple(map(id, src_keys)), tuple(map(id, dst_keys)))
-        base = self._peer_sets.get(sig)
-        if base is None:
-            out = set(self._universal_peers)
-            for key in src_keys:
-                out |= self._src_groups[key]
-            for key in dst_keys:
-                out |= self._dst_groups[key]
-            base = self._peer_sets[sig] = self._carry.set(frozenset(out))
-        return base
-
-    def _own_edges(self, node_id: int) -> frozenset[int]:
-        """Peers particular to the node: same-user devices via autogroup:self, via routers.
-
-        The autogroup:self part is one set per user and position (which of the user's self
-        grants the node is a source of), shared by the user's nodes in that position."""
-        via = self._extra_edges.get(node_id)
-        uid = self.tailnet.owner_of(node_id) if self._self_grants else None
-        if uid is None:
-            return frozenset(via) if via else _NO_PEERS
-        sources = self._self_sources(uid)
-        key = (uid, tuple(node_id in srcs for srcs in sources))
-        shared = self._own_cache.get(key)
-        if shared is None:
-            out: set[int] = set()
-            for srcs in sources:
-                if srcs:
-                    out.update(srcs)
-                    if node_id in srcs:
-                        out.update(self.tailnet.user_nodes(uid))
-            shared = self._own_cache[key] = self._carry.set(frozenset(out)) if out else _NO_PEERS
-        return shared | via if via else shared
-
-    def _peers_digest(self, node_id: int) -> int:
-        """Order-independent hash of ``peers(node_id)`` built from the shared base set's."""
-        base = self._peer_base(node_id)
-        d = self._set_digests.get(id(base))
-        if d is None:
-            d = sum(map(_element_hash, base)) % _MOD
-            self._set_digests[id(base)] = d
-        if node_id in base:
-            d -= _element_hash(node_id)
-        for other in self._own_edges(node_id):
-            if other not in base and other != node_id:
-                d += _element_hash(other)
-        return d % _MOD
 
     # ------------------------------------------------------------------
     # SSH, capabilities, digests
@@ -1009,41 +559,8 @@ def _merge(rules: list[_Rule]) -> list[_Rule]:
     return out
 
 
-def _wire(rule: _Rule, entries: list[Entry], cache: dict[tuple[str, PortRange], dict[str, Any]]) -> Rule:
-    """Wire form; identical DstPorts elements are shared objects (read-only)."""
-    dst = []
-    for e in entries:
-        key = (e[0], e[3])
-        item = cache.get(key)
-        if item is None:
-            item = cache[key] = net_port(e[0], e[3])
-        dst.append(item)
-    out: Rule = {"SrcIPs": rule.src_ips, "DstPorts": dst}
-    if rule.proto:
-        out["IPProto"] = list(rule.proto)
-    return out
-
-
-_MOD = 1 << 128
-
-
-@lru_cache(maxsize=1 << 20)
-def _element_hash(value: int) -> int:
-    return int.from_bytes(hashlib.blake2b(value.to_bytes(8, "little", signed=True), digest_size=16).digest(),
-                          "little")
-
-
 def _canon(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _capmap_json(capmap: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (list(v) if v is not None else None) for k, v in capmap.items()}
-
-
-def _host_net(ip: str) -> Network:
-    a = ipaddress.ip_address(ip)
-    return ipaddress.ip_network((a, a.max_prefixlen))
 
 
 def compile_policy(policy: Policy | None, users: Sequence[User], nodes: Sequence[Node], *,
