@@ -233,13 +233,12 @@ class Mapper:
         head, peers = self._begin_full(session, include_peers)
         late: dict[str, bool] | None = None if exact else {}
         pieces = None if exact else self._from_run(session, late)
+        frames = self._chunk_frames(session, peers, late) if pieces is None else []
+        # the follow-up goes into the same join: a map is copied once, not again to append it
+        after = frame(encode_json({"OnlineChange": late, "ControlTime": head["ControlTime"]})) if late else b""
         if pieces is not None:
-            out = assemble_joined(head, "Peers", pieces)
-        else:
-            out = assemble_frames(head, "Peers", self._chunk_frames(session, peers, late))
-        if late:
-            out += frame(encode_json({"OnlineChange": late, "ControlTime": head["ControlTime"]}))
-        return out
+            return assemble_joined(head, "Peers", pieces, after)
+        return assemble_frames(head, "Peers", frames, after)
 
     def _from_run(self, session: MapSession, late: dict[str, bool]) -> list[bytes | memoryview] | None:
         """The peers as pieces of the shared view's joined run, or None where the view is not

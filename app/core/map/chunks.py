@@ -33,8 +33,9 @@ def chunk_frame(blobs: list[bytes]) -> bytes:
     return zstd_frame(b",".join(blobs))
 
 
-def assemble_frames(head: dict, peers_key: str, chunk_frames: list[bytes]) -> bytes:
-    """The framed message (length prefix included) of ``head`` plus pre-compressed peer chunks."""
+def assemble_frames(head: dict, peers_key: str, chunk_frames: list[bytes], after: bytes = b"") -> bytes:
+    """The framed message (length prefix included) of ``head`` plus pre-compressed peer chunks;
+    ``after`` (another framed message, or nothing) follows it in the same bytes."""
     body = encode_json(head)
     if not chunk_frames:
         parts = [zstd_frame(body)]
@@ -46,15 +47,15 @@ def assemble_frames(head: dict, peers_key: str, chunk_frames: list[bytes]) -> by
             parts.append(f)
         parts.append(TAIL)
     size = sum(map(len, parts))
-    return _LEN.pack(size) + b"".join(parts)
+    return b"".join([_LEN.pack(size), *parts, after])
 
 
-def assemble_joined(head: dict, peers_key: str, pieces: list[bytes | memoryview]) -> bytes:
+def assemble_joined(head: dict, peers_key: str, pieces: list[bytes | memoryview], after: bytes = b"") -> bytes:
     """As ``assemble_frames``, with the peer frames already joined by COMMA frames: ``pieces``
     concatenate to ``f1 COMMA f2 ... COMMA fn`` (nothing at all: no peers)."""
     if not any(len(p) for p in pieces):
-        return assemble_frames(head, peers_key, [])
+        return assemble_frames(head, peers_key, [], after)
     body = encode_json(head)
     parts = [zstd_frame(body[:-1] + b',"' + peers_key.encode() + b'":['), *pieces, TAIL]
     size = sum(map(len, parts))
-    return _LEN.pack(size) + b"".join(parts)
+    return b"".join([_LEN.pack(size), *parts, after])
