@@ -18,6 +18,7 @@ from app.core.tailcfg import RequestError, parse_map_request, parse_register_req
 from app.server import metrics
 from app.server.h2server import Request, Response, StreamClosed
 from app.service.errors import NotFound
+from app.service.mapgate import MapGate
 from app.service.registration import Registrar
 from app.service.sessions import Batcher, Mapper, MapSession
 from app.service.sshcheck import SSHChecks
@@ -63,6 +64,7 @@ class ControlRoutes:
         self.batcher = batcher
         self.keepalive = keepalive
         self.probes: Any = None   # app.service.haprobe.RouterProbes when HA probing is on
+        self.map_gate = MapGate()
 
     def for_machine(self, machine_key: str, version: int):
         async def handle(req: Request, resp: Response) -> None:
@@ -143,7 +145,11 @@ class ControlRoutes:
         try:
             await resp.start(200, [("content-type", JSON)])
             started = asyncio.get_running_loop().time()
-            await resp.send(self.mapper.full_map_frame(session))
+
+            async def first_map() -> None:   # built inside the gate: the latest state when sent
+                await resp.send(self.mapper.full_map_frame(session))
+
+            await self.map_gate.run(first_map)
             metrics.MAP_SENT.labels("full").inc()
             metrics.FIRST_MAP_SECONDS.observe(asyncio.get_running_loop().time() - started)
             # Keepalives come from one timer per session, queued like any message, rather than a
