@@ -237,19 +237,24 @@ async def _random_tick(m: Model, stats: dict[str, int]) -> None:
             await st.load_policy(rng.choice(POLICIES))
 
 
-async def test_sessions_match_maps_from_scratch(tmp_path):
-    cfg = dev_config(str(tmp_path), overrides={"dns.base_domain": "model.internal"})
-    db = await Database.open(str(tmp_path / "db.sqlite"))
-    try:
-        st = State(db, cfg)
-        await st.load()
-        from app.server.serve import map_settings
+async def world(tmp_path, domain: str = "model.internal") -> tuple[Database, State, Mapper, Batcher]:
+    """A State on a fresh SQLite database with USERS, a Mapper and a Batcher flushed by hand."""
+    from app.server.serve import map_settings
 
-        st.settings = map_settings(cfg)
-        for u in USERS:
-            await st.create_user(u)
-        mapper = Mapper(st)
-        batcher = Batcher(st, mapper, 0.0)
+    cfg = dev_config(str(tmp_path), overrides={"dns.base_domain": domain})
+    db = await Database.open(str(tmp_path / "db.sqlite"))
+    st = State(db, cfg)
+    await st.load()
+    st.settings = map_settings(cfg)
+    for u in USERS:
+        await st.create_user(u)
+    mapper = Mapper(st)
+    return db, st, mapper, Batcher(st, mapper, 0.0)
+
+
+async def test_sessions_match_maps_from_scratch(tmp_path):
+    db, st, mapper, batcher = await world(tmp_path)
+    try:
         rng = random.Random(SEED)
         m = Model(st, mapper, batcher, rng)
         t0 = time.monotonic()

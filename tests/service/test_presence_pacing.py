@@ -15,9 +15,9 @@ import random
 
 from app.core.map.wire import FrameReader
 from app.service.changes import Change
-from app.service.sessions import PRESENCE_PER_MESSAGE, Batcher, Mapper, MapSession
-from tests.service.test_storm_chunks import _world
+from app.service.sessions import PRESENCE_PER_MESSAGE, Batcher, MapSession
 from tests.service.test_map_model import Model
+from tests.service.test_storm_chunks import _world
 
 SESSIONS = 300
 

@@ -11,30 +11,17 @@ from __future__ import annotations
 import json
 import random
 
-from app.config import dev_config
 from app.core.map.chunks import CHUNK_BITS
 from app.core.map.wire import FrameReader
-from app.server.serve import map_settings
 from app.service.mapper import STALE_ONLINE
-from app.service.sessions import Batcher, Mapper, MapSession
-from app.service.state import State
-from app.store import Database
-from tests.service.test_map_model import USERS, Model
+from app.service.sessions import MapSession
+from tests.service.test_map_model import Model, world
 
 NODES = 400          # four chunks of 128 (the last one partly filled)
 
 
 async def _world(tmp_path):
-    cfg = dev_config(str(tmp_path), overrides={"dns.base_domain": "storm.internal"})
-    db = await Database.open(str(tmp_path / "db.sqlite"))
-    st = State(db, cfg)
-    await st.load()
-    st.settings = map_settings(cfg)
-    for u in USERS:
-        await st.create_user(u)
-    mapper = Mapper(st)
-    batcher = Batcher(st, mapper, 0.0)
-    return db, st, mapper, batcher
+    return await world(tmp_path, "storm.internal")
 
 
 async def test_storm_reuses_chunks_and_sessions_stay_exact(tmp_path):
