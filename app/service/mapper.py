@@ -44,7 +44,7 @@ class _Run:
     """The chunk frames of one shared peer view joined once (``f1 COMMA f2 ...``), so a map is
     the run with the viewer's own chunk cut out, not ~80 lookups and a join per viewer."""
 
-    __slots__ = ("base", "touch", "epoch", "pos", "data", "spans")
+    __slots__ = ("base", "data", "epoch", "pos", "spans", "touch")
 
     def __init__(self, base: frozenset[int], touch: int, epoch: int, pos: int, data: bytes,
                  spans: dict[int, tuple[int, int]]) -> None:
