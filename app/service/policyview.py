@@ -147,6 +147,17 @@ def compile_view(source: str | None, users: list[User], nodes: list[Node], serve
                                        previous=prev))
 
 
+def still_current(view: PolicyView, users: list[User], nodes: list[Node]) -> bool:
+    """Whether ``view`` was compiled against exactly these user and node records (records are
+    immutable: the same objects in the same order mean nothing moved since)."""
+    if not isinstance(view, CompiledView):
+        return False
+    from app.core.policy.tailnet import Tailnet
+
+    tailnet = view.compiled.tailnet
+    return Tailnet.reuse(tailnet, users, nodes) is tailnet
+
+
 @functools.lru_cache(maxsize=4)
 def _parsed(source: str) -> Any:
     """Parsed policies are immutable: recompiling after a node or user change reuses the parse."""

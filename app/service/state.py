@@ -24,7 +24,7 @@ from app.core.routes import elect_primaries, routes_for_peer, served_routes
 from app.core.tagnames import admin_tag_problem
 from app.service.changes import Change
 from app.service.errors import Conflict, Invalid, NotFound
-from app.service.policyview import AllowAll, PolicyView, compile_view
+from app.service.policyview import AllowAll, PolicyView, compile_view, still_current
 
 log = logging.getLogger("headscale.state")
 
@@ -59,6 +59,7 @@ class State:
         self.policy_updated: datetime | None = None
         self._policy: PolicyView = AllowAll()
         self._policy_stale = False     # nodes moved since the last compile (see ``policy``)
+        self._checked: tuple[str, PolicyView] | None = None   # the last check_policy result
         self.primaries: dict[str, int] = {}
         self.unhealthy_routers: set[int] = set()   # failed HA probes (app.service.haprobe)
         self.served: dict[int, list[str]] = {}
@@ -120,16 +121,21 @@ class State:
 
     async def load_policy(self, source: str | None, updated: datetime | None = None) -> None:
         """Install a policy (None = allow-all). Raises PolicyError on a bad policy."""
-        view = compile_view(source, list(self.users.values()), list(self.nodes.values()), self.cfg.server_url,
-                            previous=self._policy)
+        checked, self._checked = self._checked, None
+        users, nodes = list(self.users.values()), list(self.nodes.values())
+        if checked is not None and checked[0] == source and still_current(checked[1], users, nodes):
+            view = checked[1]      # ``policy set`` checked this very text against these very records
+        else:
+            view = compile_view(source, users, nodes, self.cfg.server_url, previous=self._policy)
         self.policy_source = source
         self.policy_updated = updated
         self.policy = view
         self._emit(Change(policy=True))
 
     def check_policy(self, source: str) -> None:
-        compile_view(source, list(self.users.values()), list(self.nodes.values()), self.cfg.server_url,
-                     previous=self._policy)
+        view = compile_view(source, list(self.users.values()), list(self.nodes.values()), self.cfg.server_url,
+                            previous=self._policy)
+        self._checked = (source, view)    # load_policy installs it if nothing moved in between
 
     # ---- in-memory bookkeeping -------------------------------------------------------------
 

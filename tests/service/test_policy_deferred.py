@@ -69,3 +69,32 @@ async def test_node_changes_defer_one_recompile(tmp_path):
         assert carol.id in {u.id for u in st.identity_policy.compiled.tailnet.users}
     finally:
         await db.close()
+
+
+async def test_policy_set_installs_the_checked_compilation_unless_records_moved(tmp_path):
+    cfg = dev_config(str(tmp_path))
+    db = await Database.open(str(tmp_path / "db.sqlite"))
+    try:
+        st = State(db, cfg)
+        await st.load()
+        ops = await st.create_user("ops")
+        async with st.lock:
+            for i in range(5):
+                await st.create_node(_node(i, ops.id))
+        st.check_policy(POLICY)
+        checked = st._checked[1]
+        await st.load_policy(POLICY)
+        assert st.policy is checked                       # compiled once for check + install
+        st.check_policy(POLICY.replace("443", "444"))
+        checked = st._checked[1]
+        async with st.lock:
+            late = await st.create_node(_node(9, ops.id))   # a node joins between check and install
+        await st.load_policy(POLICY.replace("443", "444"))
+        assert st.policy is not checked and late.id in st.policy.compiled.tailnet.nodes
+        st.check_policy(POLICY)
+        checked = st._checked[1]
+        await st.load_policy(POLICY.replace("443", "445"))   # another text than the one checked
+        assert st.policy is not checked and st._checked is None
+        assert st.policy.compiled.policy is not checked.compiled.policy
+    finally:
+        await db.close()
