@@ -1,4 +1,4 @@
-"""Run every benchmark in turn with its defaults: ``python -m bench [control] [derp] [policy] [flood] [durability] [nodes_api]``.
+"""Run every benchmark in turn with its defaults: ``python -m bench [control] [derp] [policy] [policy_flush] [flood] [durability] [nodes_api]``.
 
 Each module's ``main(argv)`` is called with an empty argument list; a module that is missing or
 has no ``main()`` is skipped. For options, run one bench directly (``python -m bench.<name>_bench -h``).
@@ -11,7 +11,7 @@ import sys
 import time
 import traceback
 
-BENCHES = ("control", "derp", "policy", "flood", "durability", "nodes_api")
+BENCHES = ("control", "derp", "policy", "policy_flush", "flood", "durability", "nodes_api")
 
 
 def main(argv: list[str] | None = None) -> int:
