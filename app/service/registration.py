@@ -284,7 +284,9 @@ class Registrar:
         # every tag, whatever tags a node of this machine had before.
         probe = Node(id=0, machine_key=pending.machine_key, node_key=pending.node_key,
                      hostname=str(pending.hostinfo.get("Hostname") or "node"), user_id=user.id)
-        rejected = [t for t in requested if not self.state.policy.node_can_have_tag(probe, t)]
+        # Tag ownership is decided by the user and groups alone: identity_policy never waits
+        # on a recompile for node changes.
+        rejected = [t for t in requested if not self.state.identity_policy.node_can_have_tag(probe, t)]
         if rejected:
             reason = tags_refused(rejected)
             pending.rejected, pending.error = True, reason
