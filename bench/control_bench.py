@@ -287,7 +287,13 @@ class Worker:
                 await self.stop()
                 self.conn.send(None)
                 return
-            result = await getattr(self, "cmd_" + cmd)(**arg)
+            prof = _worker_profile(cmd)
+            try:
+                result = await getattr(self, "cmd_" + cmd)(**arg)
+            finally:
+                if prof is not None:
+                    prof.disable()
+                    prof.dump_stats(f"{os.environ['BENCH_WORKER_PROFILE']}.{cmd}.{os.getpid()}")
             self.conn.send(result)
 
     # registration: connect (Noise + HTTP/2) and register with the pre-auth key
@@ -490,6 +496,21 @@ class Worker:
                     await n.task
             with contextlib.suppress(Exception):
                 await n.client.close()
+
+
+def _worker_profile(cmd: str) -> Any:
+    """With BENCH_WORKER_PROFILE=<prefix> (and BENCH_WORKER_PROFILE_CMDS=restart,stream,...:
+    which phases, default restart) a worker profiles those phases of the load generator to
+    <prefix>.<phase>.<pid>: where the simulated nodes' own CPU goes."""
+    if not os.environ.get("BENCH_WORKER_PROFILE"):
+        return None
+    if cmd not in os.environ.get("BENCH_WORKER_PROFILE_CMDS", "restart").split(","):
+        return None
+    import cProfile
+
+    prof = cProfile.Profile()
+    prof.enable()
+    return prof
 
 
 def worker_main(conn: Any, port: int, server_public: bytes, auth_key: str, indices: list[int]) -> None:
