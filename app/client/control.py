@@ -175,10 +175,10 @@ class ControlClient:
     async def connect(self, server_public: bytes | None = None) -> None:
         server_public = server_public or await fetch_key(self.host, self.port, self.version, self.tls,
                                                          self.server_name)
-        init = Initiator(self.machine_private, server_public, self.version, keys.new_private())
-        hs = base64.b64encode(init.initiation()).decode()
         direct: _DirectReader | None = None
         if self.websocket:
+            init = Initiator(self.machine_private, server_public, self.version, keys.new_private())
+            hs = base64.b64encode(init.initiation()).decode()
             target = "/ts2021?" + urlencode({"X-Tailscale-Handshake": hs})
             reader, writer = await open_websocket(self.host, self.port, target, "tailscale-control-protocol",
                                                   self.tls, self.server_name)
@@ -190,6 +190,10 @@ class ControlClient:
                 lambda: protocol, self.host, self.port, ssl=self.tls,
                 server_hostname=(self.server_name or self.host) if self.tls else None)
             writer = asyncio.StreamWriter(sock_transport, protocol, direct, loop)
+            # The handshake's key agreement only once the socket is open: thousands of nodes
+            # retrying while a server restarts spent most of their CPU on refused attempts.
+            init = Initiator(self.machine_private, server_public, self.version, keys.new_private())
+            hs = base64.b64encode(init.initiation()).decode()
             writer.write(
                 f"POST /ts2021 HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: tailscale-control-protocol\r\n"
                 f"Connection: upgrade\r\nX-Tailscale-Handshake: {hs}\r\n\r\n".encode()
