@@ -48,6 +48,7 @@ class Flush:
         self._ids_json: dict[int, tuple[Any, bytes, list[int]]] = {}   # shared sorted ids -> JSON
         self._minus: dict[int, tuple[list[int], list[int], int]] = {}  # a session's list -> (shared, id)
         self._moves: dict[tuple[int, ...], tuple[Any, ...]] = {}
+        self._online: dict[int, tuple[Any, ...]] = {}   # shared base -> its OnlineChange (see online_in)
 
     def intern(self, users: frozenset[int]) -> frozenset[int]:
         return self.mapper.intern_users(users)
@@ -126,6 +127,23 @@ class Flush:
             self._ids_json[id(hit[1])] = (hit[1], encode_json(hit[1]), [])
         return hit[1]
 
+    def online_in(self, base: frozenset[int]) -> tuple[list[int], bytes, list[int]]:
+        """The change's online flags of peers in ``base`` that are not resent whole or removed:
+        (sorted ids, their OnlineChange JSON, each element's offset in it), once per shared view
+        per flush. In a restart storm every session is sent this; those whose own node is in it
+        get it cut out of the JSON rather than a dict of thousands built and encoded apiece."""
+        hit = self._online.get(id(base))
+        if hit is None or hit[0] is not base:
+            ch, nodes = self.change, self.mapper.state.nodes
+            ids = sorted(p for p in ch.online if p in base and p not in ch.peers_removed
+                         and not (p in ch.peers_changed and p in nodes))
+            texts = [f'"{p}":{"true" if ch.online[p] else "false"}' for p in ids]
+            starts = [1]
+            for t in texts[:-1]:
+                starts.append(starts[-1] + len(t) + 1)
+            hit = self._online[id(base)] = (base, ids, ("{" + ",".join(texts) + "}").encode(), starts)
+        return hit[1], hit[2], hit[3]
+
     # ---- per session ------------------------------------------------------------------------
 
     def message(self, session: MapSession) -> bytes | None:
@@ -196,9 +214,20 @@ class Flush:
                    if p not in changed and seen_now(p)]
         if patches:
             out["PeersChangedPatch"] = patches
-        online = {str(p): v for p, v in ch.online.items() if p not in changed and seen_now(p)}
-        if online:
-            out["OnlineChange"] = online
+        if ch.online:
+            if not extra and not (ch.policy or self.routes_move) and added.isdisjoint(ch.online):
+                ids, js, starts = self.online_in(base)
+                i = bisect_left(ids, nid)
+                if i < len(ids) and ids[i] == nid:       # the session's own node: cut it out
+                    if len(ids) > 1:
+                        out["OnlineChange"] = _OnlineJSON(js[:starts[i]] + js[starts[i + 1]:] if i + 1 < len(ids)
+                                                          else js[:starts[i] - 1] + b"}")
+                elif ids:
+                    out["OnlineChange"] = _OnlineJSON(js)
+            else:
+                online = {str(p): v for p, v in ch.online.items() if p not in changed and seen_now(p)}
+                if online:
+                    out["OnlineChange"] = online
         if personal:
             node = st.nodes[nid]
             caps = st.policy.cap_map(nid) if ch.policy else session.sent_capmap
@@ -237,16 +266,19 @@ class Flush:
         peers = delta.pop("PeersChanged", None)
         filters = delta.pop("PacketFilters", None)
         removed = delta.pop("PeersRemoved", None)
+        online = delta.pop("OnlineChange") if isinstance(delta.get("OnlineChange"), _OnlineJSON) else None
         delta["ControlTime"] = self.control_time
         if peers is None:
             body = encode_json(delta)
         else:
             body = builder.assemble(delta, "PeersChanged", self.mapper.peer_blobs(session, peers))
-        if filters is None and removed is None:
+        if filters is None and removed is None and online is None:
             return body
         parts = [body[:-1]]
         if removed is not None:
             parts += [b',"PeersRemoved":', self._removed_json(removed)]
+        if online is not None:
+            parts += [b',"OnlineChange":', online.json]
         if filters is not None:
             parts += [b',"PacketFilters":{"base":', self._filter_json(filters["base"]), b"}"]
         parts.append(b"}")
@@ -297,3 +329,15 @@ class Flush:
             return encode_json(rule)
         rest = encode_json({k: v for k, v in rule.items() if k != "SrcIPs"})
         return b'{"SrcIPs":' + self._json_of(src) + (b"}" if rest == b"{}" else b"," + rest[1:])
+
+
+class _OnlineJSON:
+    """An OnlineChange already encoded (Flush.online_in), spliced into the message as is."""
+
+    __slots__ = ("json",)
+
+    def __init__(self, json: bytes) -> None:
+        self.json = json
+
+    def __bool__(self) -> bool:
+        return True

@@ -82,3 +82,30 @@ async def test_presence_waits_for_its_turn_other_changes_do_not(tmp_path):
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await db.close()
+
+
+async def test_a_flush_of_presence_cuts_each_sessions_own_node_out(tmp_path):
+    """Sessions whose own node is in a presence flush get the shared OnlineChange with
+    themselves cut out (never naming themselves); the others get it whole; all equal a dict
+    built per session."""
+    db, st, mapper, batcher = await _world(tmp_path)
+    try:
+        m = Model(st, mapper, batcher, random.Random(4))
+        ids = [(await m.join()).id for _ in range(30)]
+        batcher.flush()                                 # the joins: before any session
+        sessions = {}
+        for nid in ids[:20]:
+            s = MapSession(nid, 130)
+            batcher.attach(s)
+            mapper.full_map_frame(s)
+            sessions[nid] = s
+        flipped = [ids[0], ids[7], ids[19], ids[25]]   # first, middle, last of the sessions, one without
+        for p in flipped:
+            st.set_online(p, True)
+        batcher.flush()
+        for nid, s in sessions.items():
+            msgs = FrameReader().receive_data(s.queue.get_nowait())
+            got = json.loads(json.dumps(msgs[0]))["OnlineChange"]
+            assert got == {str(p): True for p in flipped if p != nid}, nid
+    finally:
+        await db.close()
