@@ -97,8 +97,11 @@ class _Connection(h2.connection.H2Connection):
 
 class H2Server:
     def __init__(self, write: Callable[[bytes], None], drain: Callable[[], Awaitable[None]], handler: Handler,
-                 max_streams: int = MAX_STREAMS, writable: Callable[[], bool] | None = None) -> None:
+                 max_streams: int = MAX_STREAMS, writable: Callable[[], bool] | None = None,
+                 write_parts: Callable[[list[bytes | memoryview]], None] | None = None) -> None:
         self.max_streams = max_streams
+        # writes the concatenation of its pieces (the Noise layer seals straight from them)
+        self._write_parts = write_parts or (lambda parts: self._write(b"".join(parts)))
         self._writable = writable   # the socket takes a write without waiting (try_send)
         self._clock = asyncio.get_running_loop().time
         self.last_activity = self._clock()   # last request bytes, or the end of the last answer
@@ -285,7 +288,8 @@ class H2Server:
                 conn.send_data(stream_id, bytes(view[fast:take]), end_stream=True)
                 out.append(conn.data_to_send())
             view = view[take:]
-            self._send(b"".join(out))
+            if not self.closed:
+                self._write_parts(out)
             await self._drain()
             if last:
                 return

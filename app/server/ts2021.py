@@ -82,6 +82,9 @@ class TS2021:
         def write(data: bytes) -> None:
             writer.write(transport.encrypt(data))
 
+        def write_parts(parts: list[bytes | memoryview]) -> None:
+            writer.write(transport.encrypt_parts(parts))
+
         async def drain() -> None:
             await writer.drain()
 
@@ -92,7 +95,7 @@ class TS2021:
             return not sock.is_closing() and sock.get_write_buffer_size() < WRITE_ROOM
 
         server = H2Server(write, drain, self.routes_for(machine_key, result.version), self.max_streams,
-                          writable if sock is not None else None)
+                          writable if sock is not None else None, write_parts)
         self.connections += 1
         try:
             await server.start()

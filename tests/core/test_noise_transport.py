@@ -288,3 +288,24 @@ def test_receive_nonce_exhaustion():
 def test_all_errors_are_noise_errors():
     for cls in (DecryptError, FrameTooLargeError, RecordTypeError, NonceExhausted, TransportClosed):
         assert issubclass(cls, NoiseError)
+
+
+def test_encrypt_parts_is_encrypt_of_the_join():
+    """The same records, byte for byte, however the plaintext is cut into parts (parts smaller
+    and larger than a record, empty ones, memoryviews), and the counter ends where it would."""
+    import random
+
+    rng = random.Random(11)
+    for trial in range(60):
+        a, _ = pair(send_nonce=trial)
+        b, _ = pair(send_nonce=trial)
+        sizes = [rng.choice([0, 1, 9, 4076, 4077, 4078, 16384, rng.randrange(1, 40000)])
+                 for _ in range(rng.randrange(1, 12))]
+        data = bytes(rng.randrange(256) for _ in range(sum(sizes)))
+        parts, at = [], 0
+        for k, size in enumerate(sizes):
+            chunk = data[at:at + size]
+            parts.append(memoryview(chunk) if k % 2 else chunk)
+            at += size
+        assert a.encrypt_parts(parts) == b.encrypt(data), sizes
+        assert a.send_nonce == b.send_nonce
