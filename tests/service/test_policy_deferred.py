@@ -26,13 +26,18 @@ def _node(i: int, uid: int, *, tags: tuple[str, ...] = (), routes: tuple[str, ..
                 user_id=None if tags else uid, tags=tags, hostinfo={"Hostname": f"h{i}", "RoutableIPs": list(routes)})
 
 
-async def test_node_changes_defer_one_recompile(tmp_path):
-    cfg = dev_config(str(tmp_path))
+async def _state(tmp_path) -> tuple[Database, State, object]:
+    """A State on a fresh SQLite database with the user "ops"; the caller closes the database."""
     db = await Database.open(str(tmp_path / "db.sqlite"))
+    st = State(db, dev_config(str(tmp_path)))
+    await st.load()
+    return db, st, await st.create_user("ops")
+
+
+async def test_node_changes_defer_one_recompile(tmp_path):
+    db, st, ops = await _state(tmp_path)
+    cfg = st.cfg
     try:
-        st = State(db, cfg)
-        await st.load()
-        ops = await st.create_user("ops")
         dev = await st.create_user("dev")
         await st.load_policy(POLICY)
         compiled_before = st.policy
@@ -72,12 +77,8 @@ async def test_node_changes_defer_one_recompile(tmp_path):
 
 
 async def test_policy_set_installs_the_checked_compilation_unless_records_moved(tmp_path):
-    cfg = dev_config(str(tmp_path))
-    db = await Database.open(str(tmp_path / "db.sqlite"))
+    db, st, ops = await _state(tmp_path)
     try:
-        st = State(db, cfg)
-        await st.load()
-        ops = await st.create_user("ops")
         async with st.lock:
             for i in range(5):
                 await st.create_node(_node(i, ops.id))
