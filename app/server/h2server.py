@@ -302,7 +302,7 @@ class H2Server:
         if stream is None or self._writable is None or not self._writable() \
                 or len(data) > min(self.conn.outbound_flow_control_window, stream.outbound_flow_control_window):
             return False
-        self._send(b"".join(self._frames(stream, memoryview(data))))
+        self._write_parts(self._frames(stream, memoryview(data)))
         return True
 
     def _sending(self, stream_id: int) -> Any:
@@ -325,10 +325,6 @@ class H2Server:
             conn.outbound_flow_control_window -= len(view)
             stream.outbound_flow_control_window -= len(view)
         return out
-
-    def _send(self, data: bytes) -> None:
-        if data and not self.closed:
-            self._write(data)
 
     def close(self) -> None:
         self.closed = True

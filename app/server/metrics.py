@@ -34,14 +34,31 @@ HTTP_SECONDS = Histogram("headscale_http_request_duration_seconds", "HTTP reques
                          registry=REGISTRY)
 
 
-class _DerpCollector:
-    def __init__(self, derp) -> None:
-        self.derp = derp
+class _Latest:
+    """A collector reading ``target``: one per kind per process, and a later server in the same
+    process (tests, an HA takeover) replaces what it reads (``_register_latest``)."""
 
+    def __init__(self, target) -> None:
+        self.target = target
+
+
+_latest: dict[type, _Latest] = {}
+
+
+def _register_latest(kind: type[_Latest], target) -> None:
+    collector = _latest.get(kind)
+    if collector is None:
+        collector = _latest[kind] = kind(target)
+        REGISTRY.register(collector)
+    else:
+        collector.target = target
+
+
+class _DerpCollector(_Latest):
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        s = self.derp.stats()
+        s = self.target.stats()
         yield GaugeMetricFamily("headscale_derp_clients", "Connected DERP clients", value=s["clients_connected"])
         for name in ("packets_relayed", "bytes_relayed", "packets_dropped", "clients_refused", "connections_total"):
             yield CounterMetricFamily(f"headscale_derp_{name}", f"DERP {name.replace('_', ' ')}", value=s[name])
@@ -65,30 +82,18 @@ class _LoopCollector:
 
 REGISTRY.register(_LoopCollector())
 
-_derp_collector: _DerpCollector | None = None
-
-
 def register_derp(derp) -> None:
-    """Report ``derp``'s counters. One collector per process: a later server in the same
-    process (tests, an HA takeover) replaces the relay it reads."""
-    global _derp_collector
-    if _derp_collector is None:
-        _derp_collector = _DerpCollector(derp)
-        REGISTRY.register(_derp_collector)
-    else:
-        _derp_collector.derp = derp
+    """Report ``derp``'s counters (see _Latest)."""
+    _register_latest(_DerpCollector, derp)
 
 
-class _BodyBudgetCollector:
+class _BodyBudgetCollector(_Latest):
     """The request body budget (app/server/body_budget.py), read at scrape time."""
-
-    def __init__(self, budget) -> None:
-        self.budget = budget
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        b = self.budget
+        b = self.target
         yield GaugeMetricFamily("headscale_request_body_bytes_reserved",
                                 "Request body bytes reserved by plain-HTTP requests in flight", value=b.used)
         yield GaugeMetricFamily("headscale_request_body_bytes_reserved_peak",
@@ -101,17 +106,9 @@ class _BodyBudgetCollector:
                                   value=b.refused)
 
 
-_budget_collector: _BodyBudgetCollector | None = None
-
-
 def register_body_budget(budget) -> None:
-    """Report ``budget``; as register_derp, one collector per process reading the latest."""
-    global _budget_collector
-    if _budget_collector is None:
-        _budget_collector = _BodyBudgetCollector(budget)
-        REGISTRY.register(_budget_collector)
-    else:
-        _budget_collector.budget = budget
+    """Report ``budget`` (see _Latest)."""
+    _register_latest(_BodyBudgetCollector, budget)
 
 
 def render() -> bytes:

@@ -137,11 +137,8 @@ class Flush:
             ch, nodes = self.change, self.mapper.state.nodes
             ids = sorted(p for p in ch.online if p in base and p not in ch.peers_removed
                          and not (p in ch.peers_changed and p in nodes))
-            texts = [f'"{p}":{"true" if ch.online[p] else "false"}' for p in ids]
-            starts = [1]
-            for t in texts[:-1]:
-                starts.append(starts[-1] + len(t) + 1)
-            hit = self._online[id(base)] = (base, ids, ("{" + ",".join(texts) + "}").encode(), starts)
+            js, starts = _elements([f'"{p}":{"true" if ch.online[p] else "false"}' for p in ids], "{}")
+            hit = self._online[id(base)] = (base, ids, js, starts)
         return hit[1], hit[2], hit[3]
 
     # ---- per session ------------------------------------------------------------------------
@@ -220,8 +217,7 @@ class Flush:
                 i = bisect_left(ids, nid)
                 if i < len(ids) and ids[i] == nid:       # the session's own node: cut it out
                     if len(ids) > 1:
-                        out["OnlineChange"] = _OnlineJSON(js[:starts[i]] + js[starts[i + 1]:] if i + 1 < len(ids)
-                                                          else js[:starts[i] - 1] + b"}")
+                        out["OnlineChange"] = _OnlineJSON(_without(js, starts, i))
                 elif ids:
                     out["OnlineChange"] = _OnlineJSON(js)
             else:
@@ -294,18 +290,11 @@ class Flush:
         _, shared, drop = minus
         hit = self._ids_json.get(id(shared))
         if hit is None or not hit[2]:
-            texts = [str(x) for x in shared]
-            starts = [1]                                # byte offset of each element in the JSON
-            for t in texts[:-1]:
-                starts.append(starts[-1] + len(t) + 1)
-            hit = self._ids_json[id(shared)] = (shared, ("[" + ",".join(texts) + "]").encode(), starts)
+            hit = self._ids_json[id(shared)] = (shared, *_elements([str(x) for x in shared], "[]"))
         _, js, starts = hit
-        i = bisect_left(shared, drop)
         if len(shared) == 1:
             return b"[]"
-        if i + 1 < len(shared):
-            return js[:starts[i]] + js[starts[i + 1]:]
-        return js[:starts[i] - 1] + b"]"
+        return _without(js, starts, bisect_left(shared, drop))
 
     def _json_of(self, obj: Any) -> bytes:
         """JSON of a list shared by many sessions' messages, once per flush."""
@@ -339,5 +328,18 @@ class _OnlineJSON:
     def __init__(self, json: bytes) -> None:
         self.json = json
 
-    def __bool__(self) -> bool:
-        return True
+
+def _elements(texts: list[str], brackets: str) -> tuple[bytes, list[int]]:
+    """A JSON array or object of already-encoded elements, and each element's byte offset, so
+    one element can be cut out again (``_without``) instead of encoding the rest anew."""
+    starts = [1]
+    for t in texts[:-1]:
+        starts.append(starts[-1] + len(t) + 1)
+    return (brackets[0] + ",".join(texts) + brackets[1]).encode(), starts
+
+
+def _without(js: bytes, starts: list[int], i: int) -> bytes:
+    """``js`` (from ``_elements``, two or more elements) without its element ``i``."""
+    if i + 1 < len(starts):
+        return js[:starts[i]] + js[starts[i + 1]:]
+    return js[:starts[i] - 1] + js[-1:]

@@ -173,15 +173,18 @@ class Mapper:
             ids = [p for p in ids if p in nodes]
         return ids
 
-    def _begin_full(self, session: MapSession, include_peers: bool) -> tuple[dict[str, Any], list[int]]:
-        """The head of a full map and the sorted peer ids; records what the session was sent."""
+    def _sent_peer_ids(self, session: MapSession) -> list[int]:
+        """The sorted peers ``session`` was just sent (by ``_begin_full``)."""
+        return self._peer_ids(session.node_id, session.sent_base, session.sent_extra)
+
+    def _begin_full(self, session: MapSession, include_peers: bool) -> dict[str, Any]:
+        """The head of a full map; records what the session was sent (peers: sent_base/extra)."""
         st = self.state
         self.full_maps += 1
         node = st.nodes[session.node_id]
         base, extra = st.peer_view(node.id)
         if not include_peers:
             base, extra = frozenset(), frozenset()
-        peers = self._peer_ids(node.id, base, extra)
         head = builder.full_map_head(
             self.self_node(node, session.capver), st.settings,
             derp_map=st.derp_map,
@@ -203,7 +206,7 @@ class Mapper:
         session.sent_capmap = st.policy.cap_map(node.id)
         session.needs_full = False
         session.sent_routes = {}
-        return head, peers
+        return head
 
     def _owners(self, base: frozenset[int], more: frozenset[int] | set[int]) -> set[int | None]:
         """Owners (user ids, None for tagged) of a base set, cached per base, plus ``more``."""
@@ -220,8 +223,9 @@ class Mapper:
 
     def full_map(self, session: MapSession, *, include_peers: bool = True) -> bytes:
         """The full MapResponse as one JSON document (tests, one-shot requests)."""
-        head, peers = self._begin_full(session, include_peers)
+        head = self._begin_full(session, include_peers)
         nodes = self.state.nodes
+        peers = self._sent_peer_ids(session)
         return builder.assemble(head, "Peers", self.peer_blobs(session, [nodes[p] for p in peers]))
 
     def full_map_frame(self, session: MapSession, *, include_peers: bool = True, exact: bool = False) -> bytes:
@@ -230,10 +234,12 @@ class Mapper:
         Unless ``exact``, a chunk may say a few peers are offline that came online since it was
         built; the returned bytes then hold a second message right after the map, an
         OnlineChange for exactly those peers (``exact``: one message, for one-shot answers)."""
-        head, peers = self._begin_full(session, include_peers)
+        head = self._begin_full(session, include_peers)
         late: dict[str, bool] | None = None if exact else {}
         pieces = None if exact else self._from_run(session, late)
-        frames = self._chunk_frames(session, peers, late) if pieces is None else []
+        frames: list[bytes] = []
+        if pieces is None:      # the sorted peer list (a copy of 10,000 ids) only when needed
+            frames = self._chunk_frames(session, self._sent_peer_ids(session), late)
         # the follow-up goes into the same join: a map is copied once, not again to append it
         after = frame(encode_json({"OnlineChange": late, "ControlTime": head["ControlTime"]})) if late else b""
         if pieces is not None:

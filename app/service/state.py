@@ -452,20 +452,13 @@ class State:
 
     async def create_node(self, node: Node) -> Node:
         """A new node with fresh addresses and a unique name (caller holds the lock)."""
-        v4, v6 = self.allocate_addresses()
-        try:
-            return await self.insert_node(dataclasses.replace(
-                node, ipv4=v4, ipv6=v6, given_name=self.unique_given_name(node.hostname),
-                created_at=self.now(), updated_at=self.now()))
-        except BaseException:
-            self.release_addresses(v4, v6)
-            self._labels.reset()      # the name it was given is free after all
-            raise
+        return (await self.create_nodes([node]))[0]
 
     async def create_nodes(self, nodes: list[Node]) -> list[Node]:
-        """``create_node`` for several nodes, committed together (caller holds the lock): one
-        transaction, one sync, one policy refresh and one Change for a registration burst.
-        All or none: on failure every address is released and nothing is in memory."""
+        """New nodes with fresh addresses and unique names, committed together (caller holds
+        the lock): one transaction, one sync, one policy refresh and one Change for a
+        registration burst. All or none: on failure every address is released and nothing is
+        in memory."""
         given: set[str] = set()
         ready: list[Node] = []
         try:
@@ -490,16 +483,6 @@ class State:
         policy = self._refresh_policy_nodes(deferred=True)
         self._emit(Change(peers_changed={n.id for n in out}, policy=policy))
         return out
-
-    async def insert_node(self, node: Node) -> Node:
-        """Persist a new node (caller holds the lock) and announce it."""
-        node = await self.db.insert_node(node)
-        node = dataclasses.replace(node, ephemeral=node.auth_key_id in self.ephemeral_keys)
-        self._put(node)
-        self._recompute_routes()
-        policy = self._refresh_policy_nodes(deferred=True)
-        self._emit(Change(peers_changed={node.id}, policy=policy))
-        return node
 
     async def replace_node(self, node: Node, change: Change, policy: bool = False) -> Node:
         """Persist an updated node record (caller holds the lock) and emit ``change``."""

@@ -137,20 +137,7 @@ class NodeQueries(QueryBase):
     async def insert_node(self, node: Node) -> Node:
         """Insert ``node`` (its ``id`` is ignored) and return it as stored, with the new id.
         A missing user or pre-auth key raises NotFound."""
-        now = self._now()
-        created = format_time(node.created_at or now)
-        cols = ", ".join(_WRITE_COLUMNS)
-        marks = ", ".join("?" for _ in _WRITE_COLUMNS)
-        try:
-            async with self._write() as conn:
-                cur = await conn.execute(
-                    f"INSERT INTO nodes ({cols}, created_at, updated_at) VALUES ({marks}, ?, ?)",
-                    (*_values(node), created, format_time(now)),
-                )
-                node_id = int(cur.lastrowid or 0)
-        except IntegrityErrors as exc:
-            raise integrity_error(exc, "node") from None
-        return await self.get_node(node_id)
+        return (await self.insert_nodes([node]))[0]
 
     async def insert_nodes(self, nodes: list[Node]) -> list[Node]:
         """Insert several nodes in ONE transaction (one commit, so one WAL sync): the group

@@ -36,26 +36,21 @@ def chunk_frame(blobs: list[bytes]) -> bytes:
 def assemble_frames(head: dict, peers_key: str, chunk_frames: list[bytes], after: bytes = b"") -> bytes:
     """The framed message (length prefix included) of ``head`` plus pre-compressed peer chunks;
     ``after`` (another framed message, or nothing) follows it in the same bytes."""
-    body = encode_json(head)
-    if not chunk_frames:
-        parts = [zstd_frame(body)]
-    else:
-        parts = [zstd_frame(body[:-1] + b',"' + peers_key.encode() + b'":[')]
-        for i, f in enumerate(chunk_frames):
-            if i:
-                parts.append(COMMA)
-            parts.append(f)
-        parts.append(TAIL)
-    size = sum(map(len, parts))
-    return b"".join([_LEN.pack(size), *parts, after])
+    pieces: list[bytes | memoryview] = []
+    for f in chunk_frames:
+        if pieces:
+            pieces.append(COMMA)
+        pieces.append(f)
+    return assemble_joined(head, peers_key, pieces, after)
 
 
 def assemble_joined(head: dict, peers_key: str, pieces: list[bytes | memoryview], after: bytes = b"") -> bytes:
     """As ``assemble_frames``, with the peer frames already joined by COMMA frames: ``pieces``
-    concatenate to ``f1 COMMA f2 ... COMMA fn`` (nothing at all: no peers)."""
-    if not any(len(p) for p in pieces):
-        return assemble_frames(head, peers_key, [], after)
+    concatenate to ``f1 COMMA f2 ... COMMA fn`` (nothing at all: no peers, and no peers key)."""
     body = encode_json(head)
-    parts = [zstd_frame(body[:-1] + b',"' + peers_key.encode() + b'":['), *pieces, TAIL]
+    if any(len(p) for p in pieces):
+        parts = [zstd_frame(body[:-1] + b',"' + peers_key.encode() + b'":['), *pieces, TAIL]
+    else:
+        parts = [zstd_frame(body)]
     size = sum(map(len, parts))
     return b"".join([_LEN.pack(size), *parts, after])
