@@ -147,7 +147,7 @@ class ControlRoutes:
             started = asyncio.get_running_loop().time()
 
             async def first_map() -> None:   # built inside the gate: the latest state when sent
-                await resp.send(self.mapper.full_map_frame(session))
+                await resp.send(self.mapper.full_map_pieces(session))
 
             await self.map_gate.run(first_map)
             metrics.MAP_SENT.labels("full").inc()

@@ -38,15 +38,54 @@ _WINDOW_UPDATE = 0x8
 _CREDITED = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE})
 
 
-def data_frames(view: memoryview, stream_id: int, max_frame: int) -> list[bytes | memoryview]:
-    """DATA frames without flags carrying ``view``: header, payload, header, payload, ..."""
+def data_frames(parts: list[memoryview], stream_id: int, max_frame: int) -> list[bytes | memoryview]:
+    """DATA frames without flags carrying the concatenation of ``parts``: header, payload
+    pieces, header, ... A frame's payload may span parts; no payload byte is copied."""
     out: list[bytes | memoryview] = []
     full_head = _HEAD.pack(max_frame << 8, 0, stream_id)
-    for pos in range(0, len(view), max_frame):
-        chunk = view[pos:pos + max_frame]
-        out.append(full_head if len(chunk) == max_frame else _HEAD.pack(len(chunk) << 8, 0, stream_id))
-        out.append(chunk)
+    room = 0                       # payload bytes the current frame still takes
+    left = sum(map(len, parts))
+    for view in parts:
+        pos, end = 0, len(view)
+        while pos < end:
+            if not room:
+                room = min(max_frame, left)
+                out.append(full_head if room == max_frame else _HEAD.pack(room << 8, 0, stream_id))
+            take = min(room, end - pos)
+            out.append(view if take == end and not pos else view[pos:pos + take])
+            pos += take
+            room -= take
+            left -= take
     return out
+
+
+class Outgoing:
+    """The bytes a response has still to send, held as the pieces they came in (a full map is
+    a few large slices of shared cached frames, never joined)."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, data: bytes | memoryview | list[bytes | memoryview]) -> None:
+        pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+        self.parts = [memoryview(p) for p in reversed(pieces) if len(p)]   # next piece last
+        self.size = sum(map(len, self.parts))
+
+    def take(self, n: int) -> list[memoryview]:
+        """The next ``n`` bytes (at most what is left) as views, in order."""
+        out: list[memoryview] = []
+        parts = self.parts
+        n = min(n, self.size)
+        self.size -= n
+        while n:
+            p = parts[-1]
+            if len(p) <= n:
+                out.append(parts.pop())
+                n -= len(p)
+            else:
+                out.append(p[:n])
+                parts[-1] = p[n:]
+                n = 0
+        return out
 
 
 @dataclass(slots=True)

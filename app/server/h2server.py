@@ -22,7 +22,7 @@ from h2.connection import ConnectionState
 from h2.stream import StreamState
 
 from app.server import logguard
-from app.server.h2frames import Credit, Inbound, data_frames
+from app.server.h2frames import Credit, Inbound, Outgoing, data_frames
 
 log = logging.getLogger("headscale.h2")
 
@@ -69,7 +69,8 @@ class Response:
         self.headers_sent = True
         await self.server.flush()
 
-    async def send(self, data: bytes, end: bool = False) -> None:
+    async def send(self, data: bytes | list[bytes | memoryview], end: bool = False) -> None:
+        """Send ``data`` (bytes, or pieces that concatenate to them) on the stream."""
         await self.server.send_data(self.stream_id, data, end)
         self.ended = end
 
@@ -253,8 +254,9 @@ class H2Server:
         if ev is not None:
             ev.set()
 
-    async def send_data(self, stream_id: int, data: bytes, end: bool) -> None:
-        """Send ``data`` on a response stream in DATA frames, waiting for flow-control window.
+    async def send_data(self, stream_id: int, data: bytes | list[bytes | memoryview], end: bool) -> None:
+        """Send ``data`` (bytes, or pieces that concatenate to them) on a response stream in DATA
+        frames, waiting for flow-control window.
 
         Frames the window allows are written at once: one encrypt and one socket write per
         message however many 16 KiB frames it spans. DATA frames that do not end the stream are
@@ -262,14 +264,14 @@ class H2Server:
         the encryption of a small map delta); they change no h2 state but the two send windows,
         which are debited exactly as h2 does. The frame that ends the stream goes through h2.
         """
-        view = memoryview(data)
+        rest = Outgoing(data)
         conn = self.conn
         while True:
             stream = self._sending(stream_id)
             if stream is None:
                 raise StreamClosed()
             window = min(conn.outbound_flow_control_window, stream.outbound_flow_control_window)
-            if not view:
+            if not rest.size:
                 if end:
                     conn.end_stream(stream_id)
                     await self.flush()
@@ -279,15 +281,14 @@ class H2Server:
                 ev.clear()
                 await ev.wait()
                 continue
-            take = min(window, len(view))
-            last = end and take == len(view)
+            take = min(window, rest.size)
+            last = end and take == rest.size
             # the frame that ends the stream is h2's; all others are framed here
             fast = take - min(take, conn.max_outbound_frame_size) if last else take
-            out = self._frames(stream, view[:fast])
+            out = self._frames(stream, rest.take(fast))
             if last:
-                conn.send_data(stream_id, bytes(view[fast:take]), end_stream=True)
+                conn.send_data(stream_id, b"".join(rest.take(take - fast)), end_stream=True)
                 out.append(conn.data_to_send())
-            view = view[take:]
             if not self.closed:
                 self._write_parts(out)
             await self._drain()
@@ -302,7 +303,7 @@ class H2Server:
         if stream is None or self._writable is None or not self._writable() \
                 or len(data) > min(self.conn.outbound_flow_control_window, stream.outbound_flow_control_window):
             return False
-        self._write_parts(self._frames(stream, memoryview(data)))
+        self._write_parts(self._frames(stream, [memoryview(data)]))
         return True
 
     def _sending(self, stream_id: int) -> Any:
@@ -315,15 +316,16 @@ class H2Server:
             return None
         return stream
 
-    def _frames(self, stream: Any, view: memoryview) -> list[bytes | memoryview]:
-        """What h2 queued earlier (SETTINGS ack, ...), then DATA frames carrying ``view``; the
+    def _frames(self, stream: Any, parts: list[memoryview]) -> list[bytes | memoryview]:
+        """What h2 queued earlier (SETTINGS ack, ...), then DATA frames carrying ``parts``; the
         send windows are debited as h2 does."""
         conn = self.conn
         out: list[bytes | memoryview] = [conn.data_to_send()]
-        if view:
-            out += data_frames(view, stream.stream_id, conn.max_outbound_frame_size)
-            conn.outbound_flow_control_window -= len(view)
-            stream.outbound_flow_control_window -= len(view)
+        size = sum(map(len, parts))
+        if size:
+            out += data_frames(parts, stream.stream_id, conn.max_outbound_frame_size)
+            conn.outbound_flow_control_window -= size
+            stream.outbound_flow_control_window -= size
         return out
 
     def close(self) -> None:

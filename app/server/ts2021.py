@@ -27,6 +27,7 @@ from app.server import logguard
 from app.server.edge import RequestHead, reply
 from app.server.h2server import MAX_STREAMS, H2Server, Handler
 from app.server.limits import source_key
+from app.server.seal_buffer import SealBuffer
 
 log = logging.getLogger("headscale.noise")
 
@@ -44,6 +45,7 @@ class TS2021:
         self.max_streams = max_streams
         self.connections = 0
         self.idle_closed = 0
+        self.seal_buffer = SealBuffer()     # large writes of every connection are sealed here
 
     @property
     def public_key(self) -> str:
@@ -82,13 +84,19 @@ class TS2021:
         def write(data: bytes) -> None:
             writer.write(transport.encrypt(data))
 
+        sock = getattr(writer, "transport", None)   # the socket's (also under the WebSocket adapter)
+        # A plain socket writer is the transport's write: large writes are sealed into the shared
+        # buffer and handed to it. The WebSocket adapter frames what it is given.
+        direct = isinstance(writer, asyncio.StreamWriter)
+
         def write_parts(parts: list[bytes | memoryview]) -> None:
-            writer.write(transport.encrypt_parts(parts))
+            if direct:
+                self.seal_buffer.write(transport, sock, parts)
+            else:
+                writer.write(transport.encrypt_parts(parts))
 
         async def drain() -> None:
             await writer.drain()
-
-        sock = getattr(writer, "transport", None)   # None for the WebSocket adapter
 
         def writable() -> bool:
             # below asyncio's default high-water mark: a write now does not need a drain

@@ -21,7 +21,7 @@ from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 from app.core.map import builder
-from app.core.map.chunks import CHUNK_BITS, COMMA, assemble_frames, assemble_joined, chunk_frame
+from app.core.map.chunks import CHUNK_BITS, COMMA, assemble_pieces, chunk_frame
 from app.core.map.wire import encode_json, frame
 from app.core.model import Node
 from app.service.state import State
@@ -229,22 +229,28 @@ class Mapper:
         return builder.assemble(head, "Peers", self.peer_blobs(session, [nodes[p] for p in peers]))
 
     def full_map_frame(self, session: MapSession, *, include_peers: bool = True, exact: bool = False) -> bytes:
-        """The full MapResponse framed for the stream, peers from cached compressed chunks.
+        """The full MapResponse framed for the stream (``full_map_pieces`` joined)."""
+        return b"".join(self.full_map_pieces(session, include_peers=include_peers, exact=exact))
+
+    def full_map_pieces(self, session: MapSession, *, include_peers: bool = True,
+                        exact: bool = False) -> list[bytes | memoryview]:
+        """The full MapResponse framed for the stream, as pieces that concatenate to it: peers
+        from cached compressed chunks (slices of the shared run), not joined into one copy.
 
         Unless ``exact``, a chunk may say a few peers are offline that came online since it was
-        built; the returned bytes then hold a second message right after the map, an
-        OnlineChange for exactly those peers (``exact``: one message, for one-shot answers)."""
+        built; the pieces then end with a second message right after the map, an OnlineChange
+        for exactly those peers (``exact``: one message, for one-shot answers)."""
         head = self._begin_full(session, include_peers)
         late: dict[str, bool] | None = None if exact else {}
         pieces = None if exact else self._from_run(session, late)
-        frames: list[bytes] = []
         if pieces is None:      # the sorted peer list (a copy of 10,000 ids) only when needed
-            frames = self._chunk_frames(session, self._sent_peer_ids(session), late)
-        # the follow-up goes into the same join: a map is copied once, not again to append it
+            pieces = []
+            for f in self._chunk_frames(session, self._sent_peer_ids(session), late):
+                if pieces:
+                    pieces.append(COMMA)
+                pieces.append(f)
         after = frame(encode_json({"OnlineChange": late, "ControlTime": head["ControlTime"]})) if late else b""
-        if pieces is not None:
-            return assemble_joined(head, "Peers", pieces, after)
-        return assemble_frames(head, "Peers", frames, after)
+        return assemble_pieces(head, "Peers", pieces, after)
 
     def _from_run(self, session: MapSession, late: dict[str, bool]) -> list[bytes | memoryview] | None:
         """The peers as pieces of the shared view's joined run, or None where the view is not

@@ -309,3 +309,36 @@ def test_encrypt_parts_is_encrypt_of_the_join():
             at += size
         assert a.encrypt_parts(parts) == b.encrypt(data), sizes
         assert a.send_nonce == b.send_nonce
+
+
+def test_encrypt_parts_into_a_reused_buffer_is_encrypt_of_the_join():
+    """Sealed into the start of a buffer holding old bytes, reused across writes: the same
+    records as ``encrypt`` of the join, and only the returned length is written."""
+    import random
+
+    from app.core.noise.transport import sealed_len
+
+    rng = random.Random(5)
+    a, _ = pair()
+    b, _ = pair()
+    buf = bytearray(b"\xee" * 300_000)
+    for _ in range(40):
+        sizes = [rng.choice([0, 9, 4077, 16384, rng.randrange(1, 30000)]) for _ in range(rng.randrange(1, 10))]
+        data = rng.randbytes(sum(sizes))
+        parts, at = [], 0
+        for size in sizes:
+            parts.append(memoryview(data)[at:at + size])
+            at += size
+        n = a.encrypt_parts_into(parts, buf)
+        want = b.encrypt(data)
+        assert n == len(want) == sealed_len(len(data))
+        assert bytes(buf[:n]) == want
+        assert a.send_nonce == b.send_nonce
+
+
+def test_encrypt_parts_into_a_short_buffer_changes_nothing():
+    a, b = pair()
+    with pytest.raises(ValueError):
+        a.encrypt_parts_into([b"x" * 5000], bytearray(5000))
+    assert a.send_nonce == 0
+    assert b.receive_data(a.encrypt(b"next")) == [b"next"]

@@ -26,8 +26,9 @@ class Pair:
     client reading it through a Noise record layer (records cut at random points)."""
 
     def __init__(self, messages: list[bytes], *, window: int = 65535, max_frame: int = 16384,
-                 end: bool = False) -> None:
+                 end: bool = False, pieces: bool = False) -> None:
         self.messages = messages
+        self.pieces = pieces       # send each message as random pieces of it, not as bytes
         self.end = end
         self.wire = bytearray()
         self.writes = 0
@@ -59,7 +60,7 @@ class Pair:
             await resp.start(200, [("content-type", "application/octet-stream")])
             for i, m in enumerate(self.messages):
                 before = self.writes
-                await resp.send(m, end=self.end and i == len(self.messages) - 1)
+                await resp.send(cut(m, i) if self.pieces else m, end=self.end and i == len(self.messages) - 1)
                 self.writes_per_message.append(self.writes - before)
                 self.sent.append(i)
         except BaseException as exc:
@@ -130,9 +131,18 @@ def payload(n: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-async def test_messages_arrive_whole_and_in_order_through_small_windows():
+def cut(data: bytes, seed: int) -> list[bytes | memoryview]:
+    """``data`` as pieces (bytes and views, some empty) that concatenate to it."""
+    rnd = random.Random(seed)
+    cuts = sorted(rnd.randrange(len(data) + 1) for _ in range(rnd.randrange(0, 8)))
+    return [memoryview(data)[a:b] if k % 2 else data[a:b]
+            for k, (a, b) in enumerate(zip([0, *cuts], [*cuts, len(data)]))]
+
+
+@pytest.mark.parametrize("pieces", [False, True])
+async def test_messages_arrive_whole_and_in_order_through_small_windows(pieces):
     msgs = [payload(n, i) for i, n in enumerate([10, 70_000, 1, 16384, 16385, 300_000, 5])]
-    p = Pair(msgs, window=5000)
+    p = Pair(msgs, window=5000, pieces=pieces)
     await p.start()
     await p.pump(lambda: len(p.sent) == len(msgs))
     p.to_client()
@@ -141,9 +151,10 @@ async def test_messages_arrive_whole_and_in_order_through_small_windows():
     assert p.failure is None
 
 
-async def test_frames_respect_the_peers_max_frame_size():
+@pytest.mark.parametrize("pieces", [False, True])
+async def test_frames_respect_the_peers_max_frame_size(pieces):
     msgs = [payload(100_000, 1)]
-    p = Pair(msgs, window=1 << 20, max_frame=20_000)
+    p = Pair(msgs, window=1 << 20, max_frame=20_000, pieces=pieces)
     await p.start()
     await p.pump(lambda: len(p.sent) == 1)
     p.to_client()
@@ -166,9 +177,10 @@ async def test_window_exhausted_mid_message_waits_for_credit():
     assert bytes(p.body[1]) == b"".join(msgs)
 
 
-async def test_end_of_stream_after_a_long_last_message():
+@pytest.mark.parametrize("pieces", [False, True])
+async def test_end_of_stream_after_a_long_last_message(pieces):
     msgs = [payload(40_000, 4)]
-    p = Pair(msgs, window=1 << 20, end=True)
+    p = Pair(msgs, window=1 << 20, end=True, pieces=pieces)
     await p.start()
     await p.pump(lambda: 1 in p.ended)
     assert bytes(p.body[1]) == msgs[0]

@@ -11,7 +11,7 @@ import h2.events
 import h2.exceptions
 import pytest
 
-from app.server.h2frames import PREFACE, Credit, Inbound
+from app.server.h2frames import PREFACE, Credit, Inbound, Outgoing, data_frames
 
 
 def server_conn() -> h2.connection.H2Connection:
@@ -126,3 +126,42 @@ def test_credit_for_a_stream_never_opened_is_h2s_error():
         reference.receive_data(wire)
     with pytest.raises(h2.exceptions.NoSuchStreamError):
         through_split(ours, Inbound(ours), wire)
+
+
+def frames_of(wire: bytes) -> list[tuple[int, int, int, bytes]]:
+    """(type, flags, stream, payload) of each frame in ``wire``."""
+    out, pos = [], 0
+    while pos < len(wire):
+        length = int.from_bytes(wire[pos:pos + 3], "big")
+        out.append((wire[pos + 3], wire[pos + 4], int.from_bytes(wire[pos + 5:pos + 9], "big"),
+                    wire[pos + 9:pos + 9 + length]))
+        pos += 9 + length
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_data_frames_over_pieces_are_the_frames_of_their_join(seed):
+    """However the payload is cut into pieces, the frames are those of the joined bytes: full
+    frames of max_frame, one short last frame, no flags, and payload bytes in order."""
+    rnd = random.Random(seed)
+    data = rnd.randbytes(rnd.randrange(1, 90_000))
+    cuts = sorted(rnd.randrange(len(data)) for _ in range(rnd.randrange(0, 12)))
+    pieces = [memoryview(data)[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    max_frame = rnd.choice([16384, 16385, 20000])
+    wire = b"".join(data_frames(pieces, 5, max_frame))
+    assert wire == b"".join(data_frames([memoryview(data)], 5, max_frame))
+    frames = frames_of(wire)
+    assert [len(p) for *_, p in frames[:-1]] == [max_frame] * (len(frames) - 1)
+    assert 0 < len(frames[-1][3]) <= max_frame
+    assert {(t, f, s) for t, f, s, _ in frames} == {(0, 0, 5)}
+    assert b"".join(p for *_, p in frames) == data
+
+
+def test_outgoing_takes_bytes_in_order_across_pieces():
+    out = Outgoing([b"abc", b"", memoryview(b"defgh"), b"ij"])
+    assert out.size == 10
+    assert [bytes(v) for v in out.take(2)] == [b"ab"]
+    assert [bytes(v) for v in out.take(4)] == [b"c", b"def"]
+    assert [bytes(v) for v in out.take(100)] == [b"gh", b"ij"]
+    assert out.size == 0 and out.take(5) == []
+    assert Outgoing(b"").size == 0

@@ -33,24 +33,17 @@ def chunk_frame(blobs: list[bytes]) -> bytes:
     return zstd_frame(b",".join(blobs))
 
 
-def assemble_frames(head: dict, peers_key: str, chunk_frames: list[bytes], after: bytes = b"") -> bytes:
-    """The framed message (length prefix included) of ``head`` plus pre-compressed peer chunks;
-    ``after`` (another framed message, or nothing) follows it in the same bytes."""
-    pieces: list[bytes | memoryview] = []
-    for f in chunk_frames:
-        if pieces:
-            pieces.append(COMMA)
-        pieces.append(f)
-    return assemble_joined(head, peers_key, pieces, after)
-
-
-def assemble_joined(head: dict, peers_key: str, pieces: list[bytes | memoryview], after: bytes = b"") -> bytes:
-    """As ``assemble_frames``, with the peer frames already joined by COMMA frames: ``pieces``
-    concatenate to ``f1 COMMA f2 ... COMMA fn`` (nothing at all: no peers, and no peers key)."""
+def assemble_pieces(head: dict, peers_key: str, pieces: list[bytes | memoryview],
+                    after: bytes = b"") -> list[bytes | memoryview]:
+    """The framed message (length prefix included) of ``head`` plus pre-compressed peers, then
+    ``after`` (another framed message, or nothing), as pieces that concatenate to those bytes.
+    ``pieces`` concatenate to ``f1 COMMA f2 ... COMMA fn`` (nothing at all: no peers, and no
+    peers key). A writer that takes pieces sends a full map as slices of the cached frames,
+    never joined into one copy."""
     body = encode_json(head)
     if any(len(p) for p in pieces):
         parts = [zstd_frame(body[:-1] + b',"' + peers_key.encode() + b'":['), *pieces, TAIL]
     else:
         parts = [zstd_frame(body)]
     size = sum(map(len, parts))
-    return b"".join([_LEN.pack(size), *parts, after])
+    return [_LEN.pack(size), *parts, after]

@@ -35,6 +35,11 @@ _nonce = struct.Struct(">4xQ").pack  # 4 zero bytes + u64 big-endian counter
 _header = struct.Struct(">BH").pack
 
 
+def sealed_len(size: int) -> int:
+    """Bytes on the wire for ``size`` bytes of plaintext sent as full records and one remainder."""
+    return size + -(-size // MAX_PLAINTEXT_LEN) * (HEADER_LEN + TAG_LEN)
+
+
 def record_nonce(counter: int) -> bytes:
     """The 12-byte AEAD nonce for the record numbered ``counter``."""
     return _nonce(counter)
@@ -94,46 +99,73 @@ class NoiseTransport:
         self._tx_n = n
         return b"".join(out)
 
-    def encrypt_parts(self, parts: Sequence[bytes | memoryview]) -> bytes:
-        """Exactly ``encrypt(b"".join(parts))``, without building that join: a record that lies
-        inside one part is sealed from it directly, only one that spans parts is gathered into
-        a small buffer (a 1.3 MB map is not copied whole once more on its way to the socket)."""
-        if self._tx_error is not None:
-            raise TransportClosed(self._tx_error)
+    def encrypt_parts(self, parts: Sequence[bytes | memoryview]) -> bytes | bytearray:
+        """Exactly ``encrypt(b"".join(parts))``, without building that join."""
         size = sum(map(len, parts))
         if size <= MAX_PLAINTEXT_LEN:
             return self.encrypt(b"".join(parts))
-        self._reserve(-(-size // MAX_PLAINTEXT_LEN))
-        seal = self._tx.encrypt
+        out = bytearray(sealed_len(size))
+        self.encrypt_parts_into(parts, out)
+        return out
+
+    def encrypt_parts_into(self, parts: Sequence[bytes | memoryview], out: bytearray) -> int:
+        """The records of ``encrypt(b"".join(parts))`` written into the start of ``out``, which
+        must hold at least ``sealed_len`` of the parts' size; returns how many bytes that is.
+
+        A record inside one part is sealed from it straight into ``out``; only one that spans
+        parts (a 9-byte HTTP/2 frame header and its payload, say) is gathered first. A writer that
+        reuses ``out`` seals a 1.3 MB map with no allocation the size of the map (one per map
+        was page faults on every write in a restart storm)."""
+        if self._tx_error is not None:
+            raise TransportClosed(self._tx_error)
+        size = sum(map(len, parts))
+        if not size:
+            return 0
+        if len(out) < sealed_len(size):
+            raise ValueError("output buffer too small for the sealed records")
+        count = -(-size // MAX_PLAINTEXT_LEN)
+        self._reserve(count)
+        seal = self._tx.encrypt_into
         n = self._tx_n
+        dst = memoryview(out)
+        gather = memoryview(bytearray(MAX_PLAINTEXT_LEN))   # a record whose bytes span parts
+        have = 0
+        at = 0
         full = _header(MSG_RECORD, MAX_PLAINTEXT_LEN + TAG_LEN)
-        out = []
-        gather = bytearray()      # the start of a record whose bytes span parts
+        step = MAX_PLAINTEXT_LEN + TAG_LEN
         for part in parts:
             view = memoryview(part)
             end, pos = len(view), 0
-            if gather:
-                pos = min(MAX_PLAINTEXT_LEN - len(gather), end)
-                gather += view[:pos]
-                if len(gather) < MAX_PLAINTEXT_LEN:
+            if have:
+                pos = min(MAX_PLAINTEXT_LEN - have, end)
+                gather[have:have + pos] = view[:pos]
+                have += pos
+                if have < MAX_PLAINTEXT_LEN:
                     continue
-                out.append(full)
-                out.append(seal(_nonce(n), gather, None))
+                dst[at:at + HEADER_LEN] = full
+                at += HEADER_LEN
+                seal(_nonce(n), gather, None, dst[at:at + step])
+                at += step
                 n += 1
-                gather.clear()
+                have = 0
             while end - pos >= MAX_PLAINTEXT_LEN:
-                out.append(full)
-                out.append(seal(_nonce(n), view[pos:pos + MAX_PLAINTEXT_LEN], None))
+                dst[at:at + HEADER_LEN] = full
+                at += HEADER_LEN
+                seal(_nonce(n), view[pos:pos + MAX_PLAINTEXT_LEN], None, dst[at:at + step])
+                at += step
                 n += 1
                 pos += MAX_PLAINTEXT_LEN
             if pos < end:
-                gather += view[pos:]
-        if gather:
-            out.append(_header(MSG_RECORD, len(gather) + TAG_LEN))
-            out.append(seal(_nonce(n), gather, None))
+                have = end - pos
+                gather[:have] = view[pos:]
+        if have:
+            dst[at:at + HEADER_LEN] = _header(MSG_RECORD, have + TAG_LEN)
+            at += HEADER_LEN
+            seal(_nonce(n), gather[:have], None, dst[at:at + have + TAG_LEN])
+            at += have + TAG_LEN
             n += 1
         self._tx_n = n
-        return b"".join(out)
+        return at
 
     def encrypt_record(self, plaintext: bytes) -> bytes:
         """Exactly one record (possibly empty); plaintext must fit in one frame."""
