@@ -719,7 +719,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 server.kill()
                 server.wait()
             logf.close()
-            t_start = time.monotonic()
+            t_start, wall_start = time.monotonic(), time.time()
             restarted = True
             restart_prof = args.profile + ".restart" if args.profile else None
             server, logf = start_server(server_command(cfg_path, restart_prof, gc_log), log_path + ".restart")
@@ -733,6 +733,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                   "connected": sum(r["connected"] for r in got),
                                   "p50": percentile(first, 50), "p99": percentile(first, 99),
                                   "server_cpu": proc.cpu_seconds(),
+                                  "listening": listening_after(log_path + ".restart", wall_start),
                                   "errors": [e for r in got for e in r["errors"]][:5]}
             await asyncio.sleep(max(0.5, args.settle))
             phase("restarted")
@@ -757,6 +758,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             import shutil
 
             shutil.copy(log_path, args.keep_log)
+            if os.path.exists(log_path + ".restart"):
+                shutil.copy(log_path + ".restart", args.keep_log + ".restart")
         tmp.cleanup()
     return results
 
@@ -777,6 +780,19 @@ async def stop_all(workers: Workers | None, server: subprocess.Popen, server_wai
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def listening_after(log_path: str, wall_start: float) -> float | None:
+    """Seconds from ``wall_start`` to the server's "listening on" log line (its text format
+    starts with the local time to the millisecond), or None if there is none."""
+    for line in read_text(log_path).splitlines():
+        if " listening on " in line:
+            try:
+                at = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + int(line[20:23]) / 1000
+            except ValueError:
+                return None
+            return round(at - wall_start, 3)
+    return None
 
 
 def start_server(cmd: list[str], log_path: str) -> tuple[subprocess.Popen, Any]:
@@ -841,6 +857,8 @@ def report(r: dict[str, Any]) -> None:
         print(f"restart storm: {rs['connected']} of {r['nodes']} nodes had their first full map "
               f"{rs['seconds']:.1f} s after the server started; per node p50 {rs['p50']:.1f} s, "
               f"p99 {rs['p99']:.1f} s; restarted server CPU {rs['server_cpu']:.1f} s; errors {rs['errors']}")
+        if rs.get("listening") is not None:
+            print(f"  the restarted server was listening {rs['listening']:.1f} s after it started")
     prev = None
     print("server (and load generator CPU):")
     for name, rss, cpu, t, gen in r["server"]:
