@@ -36,17 +36,18 @@ class CarryOver:
         self.np_cache: dict[Any, Any] = {}
         if previous is None:
             return
-        for s in (*previous._peer_sets.values(), *previous._own_cache.values()):
+        vis, nf = previous.visibility, previous.node_filters
+        for s in (*vis.peer_sets.values(), *vis.own_sets.values()):
             self.sets.setdefault(s, s)
-        for tok in previous._rule_tokens:
+        for tok in nf.rule_tokens:
             if tok is not None:
                 self.tokens.setdefault(tok, tok)
-        self.filters = dict(previous._filters)
-        self.keys = dict(previous._filter_keys)
-        self.self_keys = dict(previous._self_keys)
-        self.universal_key = previous._universal_key
-        if len(previous._np_cache) <= 8 * n_nodes + 4096:
-            self.np_cache = previous._np_cache
+        self.filters = dict(nf.filters)
+        self.keys = dict(nf.filter_keys)
+        self.self_keys = dict(nf.self_keys)
+        self.universal_key = nf.universal_key
+        if len(nf.np_cache) <= 8 * n_nodes + 4096:
+            self.np_cache = nf.np_cache
 
     def set(self, s: frozenset[int]) -> frozenset[int]:
         return self.sets.get(s, s)

@@ -1,68 +1,51 @@
-"""Per-node packet filters: the index of global rule entries by the nodes that keep them,
-and each node's reduced ``PacketFilter`` (plus autogroup:self and via rules), a stage of
-``CompiledPolicy`` (compile.py)."""
+"""Per-node filter stage: each node's reduced ``PacketFilter`` from the rule index
+(ruleindex.py), plus its autogroup:self and via rules. The fourth stage of ``CompiledPolicy``
+(compile.py). Everything is built on first use per node and cached; with a ``CarryOver`` a node
+whose filter key did not move gets the previous compilation's filter object back."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from typing import Any
 
+from .carryover import CarryOver
 from .filter import ALLOW_ALL, merge_rules
+from .grants import companions
 from .ipset import INTERNET, V6_BASE, AddrSet, network_str, prefix_interval
-from .model import Network
 from .ports import protocol_numbers
-from .rule import _EBITS, Entry, Rule, _capmap_json, _host_net, _Rule, _ViaGrant, _wire
+from .rule import _EBITS, Entry, Rule, _capmap_json, _host_net, _Rule, _wire
+from .ruleindex import RuleIndex
+from .tailnet import Tailnet
 
 
-class FilterStage:
-    """Mixed into ``CompiledPolicy``; the state it reads is set up there."""
+class NodeFilters:
+    """Packet filters of ``index``'s rules per node of ``tailnet``. ``allow_all`` (no policy
+    at all) gives every node the literal allow-all filter. ``carry`` lends the previous
+    compilation's results (carryover.py); without it every filter is built."""
 
-    # ------------------------------------------------------------------
-    # indexes
-    def _keepers(self, lo: int, hi: int) -> frozenset[int] | None:
-        """Nodes whose reduced filter keeps an entry; None means every node."""
-        keep = self.entry_nodes(lo, hi)
-        t = self.tailnet
-        if t.exit_nodes and INTERNET.covers(lo, hi):
-            keep = keep | t.exit_nodes
-        return None if len(keep) == len(t.all_nodes) else keep
-
-    def _index_rules(self) -> None:
-        all_nodes = self.tailnet.all_nodes
-        universal, node_entries = self._universal, self._node_entries
-        keepers_cache: dict[tuple[int, int], frozenset[int] | None] = {}
-        for ri, rule in enumerate(self._rules):
-            if rule.caps is not None:
-                keep: set[int] = set()
-                for dsts, _ in rule.caps:
-                    for d in dsts:
-                        keep |= self.entry_nodes(*prefix_interval(d))
-                if keep == all_nodes:
-                    self._cap_universal.append(ri)
-                else:
-                    for nid in keep:
-                        self._node_caps[nid].append(ri)
-                continue
-            base = ri << _EBITS
-            for ei, (_, lo, hi, _) in enumerate(rule.entries):
-                eid = base | ei
-                key = (lo, hi)
-                if key in keepers_cache:
-                    keepers = keepers_cache[key]
-                else:
-                    keepers = keepers_cache[key] = self._keepers(lo, hi)
-                if keepers is None:
-                    universal.append(eid)
-                else:
-                    for nid in keepers:
-                        node_entries[nid].append(eid)
-
+    def __init__(self, tailnet: Tailnet, index: RuleIndex, carry: CarryOver | None = None, *,
+                 allow_all: bool = False) -> None:
+        self.tailnet = tailnet
+        self.index = index
+        self.allow_all = allow_all
+        self._carry = carry if carry is not None else CarryOver(None, 0)
+        self.filters: dict[int, list[Rule]] = {}
+        self.np_cache: dict[tuple[str, Any], dict[str, Any]] = self._carry.np_cache or {}
+        self._reduced_cache: dict[tuple[int, tuple[int, ...]], Rule] = {}
+        self._filter_by_sig: dict[tuple[int, ...], list[Rule]] = {}
+        self._self_rules: dict[int, list[_Rule]] = {}
+        self._via_rules: dict[int, list[_Rule]] = {}
+        # carried over to the next compilation (carryover.py)
+        self.rule_tokens: list[tuple[Any, ...] | None] = []
+        self.universal_key: tuple[Any, ...] | None = None
+        self.filter_keys: dict[int, tuple[Any, ...] | None] = {}
+        self.self_keys: dict[int, tuple[Any, ...] | None] = {}
 
     # ------------------------------------------------------------------
     # per-node packet filter
     def filter_rules(self, node_id: int) -> list[Rule]:
         """The node's reduced ``PacketFilter`` rules (wire JSON); cached, treat as read-only."""
-        cached = self._filters.get(node_id)
+        cached = self.filters.get(node_id)
         if cached is not None:
             return cached
         if node_id not in self.tailnet.nodes:
@@ -74,43 +57,46 @@ class FilterStage:
             out = self._carry.filter(node_id, key)
             if out is None:
                 out = self._carry.equal_filter(node_id, self._build_filter(node_id))
-            self._filter_keys[node_id] = key
-        self._filters[node_id] = out
+            self.filter_keys[node_id] = key
+        self.filters[node_id] = out
         return out
 
     def _filter_key(self, nid: int) -> tuple[Any, ...] | None:
         """Everything the node's filter is a function of, as interned tokens (carryover.py);
         None when it also depends on capability or via rules (then it is always built)."""
-        if self._cap_universal or nid in self._node_caps or self.via_rules(nid):
+        ix = self.index
+        if ix.cap_universal or nid in ix.node_caps or self.via_rules(nid):
             return None
-        if self._universal_key is None:
+        if self.universal_key is None:
             self._tokenise()
-        tok, mask = self._rule_tokens, (1 << _EBITS) - 1
-        own = tuple((tok[eid >> _EBITS], eid & mask) for eid in self._node_entries.get(nid, ()))
-        uid = self.tailnet.owner_of(nid) if self._self_grants else None
+        tok, mask = self.rule_tokens, (1 << _EBITS) - 1
+        own = tuple((tok[eid >> _EBITS], eid & mask) for eid in ix.node_entries.get(nid, ()))
+        uid = self.tailnet.owner_of(nid) if ix.self_grants else None
         if uid is None:
-            return (self._universal_key, own)
-        if uid not in self._self_keys:
+            return (self.universal_key, own)
+        if uid not in self.self_keys:
             rules = self.self_rules_for(nid)
             new = (None if any(r.caps is not None for r in rules) else
                    tuple((tuple(r.src_ips), r.proto, tuple(r.entries)) for r in rules))
-            self._self_keys[uid] = self._carry.same(new, self._carry.self_keys.get(uid))
-        self_key = self._self_keys[uid]
+            self.self_keys[uid] = self._carry.same(new, self._carry.self_keys.get(uid))
+        self_key = self.self_keys[uid]
         if self_key is None:
             return None
         t = self.tailnet
-        return (self._universal_key, own, self_key, t.addrs[nid], t.subnet_routes.get(nid), nid in t.exit_nodes)
+        return (self.universal_key, own, self_key, t.addrs[nid], t.subnet_routes.get(nid), nid in t.exit_nodes)
 
     def _tokenise(self) -> None:
-        self._rule_tokens = [None if r.caps is not None else
-                             self._carry.token((tuple(r.src_ips), r.proto, tuple(r.entries))) for r in self._rules]
+        self.rule_tokens = [None if r.caps is not None else
+                            self._carry.token((tuple(r.src_ips), r.proto, tuple(r.entries)))
+                            for r in self.index.rules]
         mask = (1 << _EBITS) - 1
-        universal = tuple((self._rule_tokens[eid >> _EBITS], eid & mask) for eid in sorted(self._universal))
-        self._universal_key = self._carry.same(universal, self._carry.universal_key)
+        universal = tuple((self.rule_tokens[eid >> _EBITS], eid & mask) for eid in sorted(self.index.universal))
+        self.universal_key = self._carry.same(universal, self._carry.universal_key)
 
     def _build_filter(self, nid: int) -> list[Rule]:
-        own = self._node_entries.get(nid, [])
-        if self._cap_universal or nid in self._node_caps or self.self_rules_for(nid) or self.via_rules(nid):
+        ix = self.index
+        own = ix.node_entries.get(nid, [])
+        if ix.cap_universal or nid in ix.node_caps or self.self_rules_for(nid) or self.via_rules(nid):
             return self._assemble_filter(nid, own)
         # The filter depends only on which entries the node keeps: nodes keeping the same
         # entries share one list (an allow-all style policy: one list for the tailnet).
@@ -121,13 +107,14 @@ class FilterStage:
         return out
 
     def _assemble_filter(self, nid: int, own: list[int]) -> list[Rule]:
+        ix = self.index
         kept: dict[int, list[int]] = defaultdict(list)
         mask = (1 << _EBITS) - 1
-        for eid in sorted(self._universal + own):
+        for eid in sorted(ix.universal + own):
             kept[eid >> _EBITS].append(eid & mask)
         out: list[Rule] = []
-        for ri in sorted(set(kept) | set(self._cap_universal) | set(self._node_caps.get(nid, ()))):
-            rule = self._rules[ri]
+        for ri in sorted(set(kept) | set(ix.cap_universal) | set(ix.node_caps.get(nid, ()))):
+            rule = ix.rules[ri]
             if rule.caps is not None:
                 reduced = self._reduce_caps(nid, rule)
                 if reduced is not None:
@@ -136,7 +123,7 @@ class FilterStage:
             key = (ri, tuple(kept[ri]))
             wire = self._reduced_cache.get(key)
             if wire is None:
-                wire = self._reduced_cache[key] = _wire(rule, [rule.entries[i] for i in kept[ri]], self._np_cache)
+                wire = self._reduced_cache[key] = _wire(rule, [rule.entries[i] for i in kept[ri]], self.np_cache)
             out.append(wire)
         extra = self.self_rules_for(nid) + self.via_rules(nid)
         if extra:
@@ -159,7 +146,7 @@ class FilterStage:
                     if any(e[1] <= a <= e[2] for a in addrs)
                     or any(lo <= e[2] and e[1] <= hi for lo, hi in routes)
                     or (is_exit and INTERNET.covers(e[1], e[2]))]
-        return _wire(rule, kept, self._np_cache) if kept else None
+        return _wire(rule, kept, self.np_cache) if kept else None
 
     def _reduce_caps(self, nid: int, rule: _Rule) -> Rule | None:
         """Capability grants narrowed to the node: its own /32 and /128 inside broad
@@ -192,7 +179,7 @@ class FilterStage:
 
     # --- autogroup:self, per user -------------------------------------------
     def self_rules_for(self, nid: int) -> list[_Rule]:
-        if not self._self_grants:
+        if not self.index.self_grants:
             return []
         uid = self.tailnet.owner_of(nid)
         if uid is None:
@@ -202,26 +189,13 @@ class FilterStage:
             rules = self._self_rules[uid] = self._build_self_rules(uid)
         return rules
 
-    def _self_sources(self, uid: int) -> list[tuple[int, ...]]:
-        """Per self grant: the user's nodes that its sources include (cached per user)."""
-        cached = self._self_src_cache.get(uid)
-        if cached is None:
-            t = self.tailnet
-            same_user = t.user_nodes_ordered(uid)
-            cached = [tuple(n for n in same_user
-                            if any(n in r.nodes or (r.addrs and r.addrs.contains_any(t.addrs[n]))
-                                   for r in sg.srcs))
-                      for sg in self._self_grants]
-            self._self_src_cache[uid] = cached
-        return cached
-
     def _build_self_rules(self, uid: int) -> list[_Rule]:
         """autogroup:self for one user: sources limited to the user's own untagged devices,
         destinations all of them (headscale ``compileAutogroupSelf``)."""
         t = self.tailnet
         same_user = t.user_nodes_ordered(uid)
         out: list[_Rule] = []
-        for sg, src_nodes in zip(self._self_grants, self._self_sources(uid)):
+        for sg, src_nodes in zip(self.index.self_grants, self.index.self_sources(uid)):
             if not src_nodes:
                 continue
             src = AddrSet.of_addrs(a for n in src_nodes for a in t.addrs[n])
@@ -241,29 +215,18 @@ class FilterStage:
                 caps = [(tuple(_host_net(ip) for ip in t.node_ip_strings(n)), sg.app) for n in same_user]
                 dst_strings = [ip for n in same_user for ip in t.node_ip_strings(n)]
                 out.append(_Rule(list(src_ips), src, frozenset(src_nodes), AddrSet(), caps=caps))
-                self._companions(sg.app, dst_strings, tuple(src.prefixes()), out)
+                companions(sg.app, dst_strings, tuple(src.prefixes()), out)
         return out
 
     # --- via routers ----------------------------------------------------------
-    def _via_prefixes(self, vg: _ViaGrant, nid: int) -> list[Network]:
-        """The grant's destinations this via router serves (overlapping its routes)."""
-        t = self.tailnet
-        if not any(tag in t.nodes[nid].tags for tag in vg.tags):
-            return []
-        routes = t.subnet_routes.get(nid, ())
-        prefixes = [d for d in vg.dsts if any(d.version == r.version and d.overlaps(r) for r in routes)]
-        if vg.internet and nid in t.exit_nodes:
-            prefixes.extend(INTERNET.prefixes())
-        return prefixes
-
     def via_rules(self, nid: int) -> list[_Rule]:
-        if not self._via_grants:
+        if not self.index.via_grants:
             return []
         rules = self._via_rules.get(nid)
         if rules is None:
             rules = []
-            for vg in self._via_grants:
-                prefixes = self._via_prefixes(vg, nid)
+            for vg in self.index.via_grants:
+                prefixes = self.index.via_prefixes(vg, nid)
                 for ip in vg.ip if prefixes else ():
                     entries = [(network_str(pf), *prefix_interval(pf), pr) for pf in prefixes for pr in ip.ports]
                     rules.append(_Rule(vg.src_ips, vg.src, vg.src_nodes, vg.src_literal,

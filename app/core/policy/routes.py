@@ -18,7 +18,8 @@ from .model import GROUP, TAG, USER, Alias, Network
 from .tailnet import is_exit_route
 
 if TYPE_CHECKING:
-    from .compile import CompiledPolicy, _Rule
+    from .compile import CompiledPolicy
+    from .rule import _Rule
 
 __all__ = [
     "allowed_ips_for_peer",
@@ -137,7 +138,7 @@ def can_access_route(c: CompiledPolicy, viewer_id: int, route: Network) -> bool:
 def _via_effects(c: CompiledPolicy, viewer_id: int, peer_id: int
                  ) -> tuple[list[Network], list[Network], list[Network]]:
     """(include, exclude, use_primary) routes of ``peer`` for ``viewer`` from via grants."""
-    from .compile import acl_to_grants
+    from .grants import acl_to_grants
     p = c.policy
     include: list[Network] = []
     exclude: list[Network] = []

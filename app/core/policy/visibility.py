@@ -1,48 +1,70 @@
-"""Visibility: which nodes each node may see, from matchers (source nodes, destination
-nodes) per rule, shared per visibility class, plus same-user and via edges; a stage of
-``CompiledPolicy`` (compile.py)."""
+"""Visibility stage: which nodes each node may see, from matchers (source nodes, destination
+nodes) per rule of the rule index (ruleindex.py), shared per visibility class, plus same-user
+and via edges. The last stage of ``CompiledPolicy`` (compile.py).
+
+A node's peers are the destinations of matchers it is a source of plus the sources of
+matchers it is a destination of (symmetric), plus same-user (autogroup:self) and via-router
+edges. Matchers are indexed when the stage is built; peer sets are built on first use.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from functools import lru_cache
+from typing import Any
 
-from .aliases import Resolved
+from .carryover import CarryOver
 from .ipset import INTERNET, AddrSet, prefix_interval
+from .resolver import AliasResolver
 from .rule import _NO_PEERS, _V4_ALL, _V6_ALL, _Rule
+from .ruleindex import RuleIndex
+from .tailnet import Tailnet
 
 
-class VisibilityStage:
-    """Mixed into ``CompiledPolicy``; the state it reads is set up there."""
+class Visibility:
+    """Peers of every node of ``tailnet`` under ``index``'s rules (addresses → nodes through
+    ``resolver``). ``carry`` hands out the previous compilation's equal peer sets, so map
+    sessions can tell "unchanged" by identity."""
 
-    def _part_nodes(self, r: Resolved) -> frozenset[int]:
-        """Destination nodes of one resolved alias (cached): identity nodes, owners of its
-        literal addresses, subnet routers overlapping any of it."""
-        cached = self._part_cache.get(r)
-        if cached is None:
-            cached = self._source_nodes(r.nodes, r.addrs, self.full(r))
-            self._part_cache[r] = cached
-        return cached
+    def __init__(self, tailnet: Tailnet, index: RuleIndex, resolver: AliasResolver,
+                 carry: CarryOver | None = None) -> None:
+        self.tailnet = tailnet
+        self.index = index
+        self._resolver = resolver
+        self._carry = carry if carry is not None else CarryOver(None, 0)
+        self._src_groups: dict[frozenset[int], set[int]] = {}
+        self._dst_groups: dict[frozenset[int], set[int]] = {}
+        self._src_of: dict[int, list[frozenset[int]]] = defaultdict(list)
+        self._dst_of: dict[int, list[frozenset[int]]] = defaultdict(list)
+        self._universal_peers: set[int] = set()
+        self._extra_edges: dict[int, set[int]] = defaultdict(set)
+        # shared results, carried over to the next compilation (carryover.py)
+        self.peer_sets: dict[tuple[Any, ...], frozenset[int]] = {}
+        self.own_sets: dict[tuple[int, tuple[bool, ...]], frozenset[int]] = {}
+        self._set_digests: dict[int, int] = {}      # id(peer base set) -> digest (bases live in
+                                                    # peer_sets, so ids stay unique)
+        self._index_matchers()
 
     def _matcher_nodes(self, rule: _Rule) -> tuple[frozenset[int], frozenset[int]]:
         t = self.tailnet
-        src = self._source_nodes(rule.src_nodes, rule.src_literal, rule.src)
+        src = self._resolver.source_nodes(rule.src_nodes, rule.src_literal, rule.src)
         dst: set[int] = set()
         literal = []
         if rule.dst_parts is not None:
             for part in rule.dst_parts:
                 if part is None:
                     return src, t.all_nodes
-                dst |= self._part_nodes(part)
+                dst |= self._resolver.part_nodes(part)
                 if part.addrs:
                     literal.append(part.addrs)
         else:
             for _, lo, hi, _ in rule.entries:
-                dst |= self.entry_nodes(lo, hi)
+                dst |= self._resolver.entry_nodes(lo, hi)
             literal.append(AddrSet((lo, hi) for _, lo, hi, _ in rule.entries))
         for dsts, _ in rule.caps or ():
             for d in dsts:
-                dst |= self.entry_nodes(*prefix_interval(d))
+                dst |= self._resolver.entry_nodes(*prefix_interval(d))
             literal.append(AddrSet.of_networks(dsts))
         if t.exit_nodes and not t.exit_nodes <= dst and literal:
             space = AddrSet().union(*literal)
@@ -64,7 +86,7 @@ class VisibilityStage:
             self._dst_groups.setdefault(dst, set()).update(src)
 
     def _index_matchers(self) -> None:
-        for rule in self._rules:
+        for rule in self.index.rules:
             self._add_matcher(*self._matcher_nodes(rule))
         for key in self._src_groups:
             for nid in key:
@@ -74,18 +96,18 @@ class VisibilityStage:
                 self._dst_of[nid].append(key)
         # A via grant links each router that serves its destinations with the grant's sources
         # (and, when the router is itself a source, with the destinations).
-        for vg in self._via_grants:
+        for vg in self.index.via_grants:
             src = None
             for nid in self.tailnet.tagged_nodes:
-                prefixes = self._via_prefixes(vg, nid)
+                prefixes = self.index.via_prefixes(vg, nid)
                 if not prefixes:
                     continue
                 if src is None:
-                    src = self._source_nodes(vg.src_nodes, vg.src_literal, vg.src)
+                    src = self._resolver.source_nodes(vg.src_nodes, vg.src_literal, vg.src)
                 for other in src:
                     self._add_edge(nid, other)
                 if nid in src:
-                    for other in self.nodes_in(AddrSet.of_networks(prefixes)):
+                    for other in self._resolver.nodes_in(AddrSet.of_networks(prefixes)):
                         self._add_edge(nid, other)
 
     def _add_edge(self, a: int, b: int) -> None:
@@ -120,14 +142,14 @@ class VisibilityStage:
         src_keys = self._src_of.get(node_id, ())
         dst_keys = self._dst_of.get(node_id, ())
         sig = (tuple(map(id, src_keys)), tuple(map(id, dst_keys)))
-        base = self._peer_sets.get(sig)
+        base = self.peer_sets.get(sig)
         if base is None:
             out = set(self._universal_peers)
             for key in src_keys:
                 out |= self._src_groups[key]
             for key in dst_keys:
                 out |= self._dst_groups[key]
-            base = self._peer_sets[sig] = self._carry.set(frozenset(out))
+            base = self.peer_sets[sig] = self._carry.set(frozenset(out))
         return base
 
     def _own_edges(self, node_id: int) -> frozenset[int]:
@@ -136,12 +158,12 @@ class VisibilityStage:
         The autogroup:self part is one set per user and position (which of the user's self
         grants the node is a source of), shared by the user's nodes in that position."""
         via = self._extra_edges.get(node_id)
-        uid = self.tailnet.owner_of(node_id) if self._self_grants else None
+        uid = self.tailnet.owner_of(node_id) if self.index.self_grants else None
         if uid is None:
             return frozenset(via) if via else _NO_PEERS
-        sources = self._self_sources(uid)
+        sources = self.index.self_sources(uid)
         key = (uid, tuple(node_id in srcs for srcs in sources))
-        shared = self._own_cache.get(key)
+        shared = self.own_sets.get(key)
         if shared is None:
             out: set[int] = set()
             for srcs in sources:
@@ -149,10 +171,10 @@ class VisibilityStage:
                     out.update(srcs)
                     if node_id in srcs:
                         out.update(self.tailnet.user_nodes(uid))
-            shared = self._own_cache[key] = self._carry.set(frozenset(out)) if out else _NO_PEERS
+            shared = self.own_sets[key] = self._carry.set(frozenset(out)) if out else _NO_PEERS
         return shared | via if via else shared
 
-    def _peers_digest(self, node_id: int) -> int:
+    def peers_digest(self, node_id: int) -> int:
         """Order-independent hash of ``peers(node_id)`` built from the shared base set's."""
         base = self._peer_base(node_id)
         d = self._set_digests.get(id(base))
