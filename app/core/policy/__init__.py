@@ -46,8 +46,12 @@ unknown node ids raise ``KeyError``)
 
 Module map: hujson (HuJSON reader), model (typed policy), parse (shape + reference checks),
 ports (ports, protocols, durations), aliases (alias syntax and resolution), tailnet (user/node
-indexes), ipset (address interval sets and their spellings), compile (filters, peers, caps),
-filter (wire helpers), ssh (SSH policy), routes (routes and tags), tests (tests/sshTests).
+indexes), ipset (address interval sets and their spellings), compile (``CompiledPolicy``: builds
+the stages in order, SSH, caps, digests) and its stages: resolver (aliases against the tailnet),
+grants (policy to rules), ruleindex (rules by the nodes that keep them), nodefilter (per-node
+filters), visibility (peers); rule (their shared types), carryover (results lent by the previous
+compilation), filter (wire helpers), ssh (SSH policy), routes (routes and tags), tests
+(tests/sshTests).
 """
 
 from __future__ import annotations
