@@ -89,7 +89,7 @@ soak: venv
 MODEL_NODES ?= 5000
 soak-model: venv
 	MAP_MODEL_NODES=$(MODEL_NODES) MAP_MODEL_SESSIONS=400 MAP_MODEL_TICKS=80 \
-	  $(BIN)/pytest -q -p no:cacheprovider tests/service/test_map_model.py
+	  $(BIN)/pytest -q -p no:cacheprovider --timeout 3600 tests/service/test_map_model.py
 
 soak-load: venv
 	$(BIN)/python -m bench.soak --nodes $(SOAK_NODES) --rate $(SOAK_RATE) --minutes $(SOAK_MINUTES) \
