@@ -124,7 +124,7 @@ class ControlRoutes:
             metrics.MAP_REQUESTS.labels("oneshot").inc()
             session = MapSession(node.id, version)
             await resp.start(200, [("content-type", JSON)])
-            await resp.send(self.mapper.full_map_frame(session, exact=True), end=True)
+            await resp.send(self.mapper.full_map_pieces(session, exact=True), end=True)
             metrics.MAP_SENT.labels("full").inc()
             return None
         metrics.MAP_REQUESTS.labels("stream").inc()
